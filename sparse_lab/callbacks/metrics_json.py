@@ -1,0 +1,117 @@
+"""Writes a run's metrics to ``metrics.json`` as they come, so nothing is lost when a run fails."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+def peak_memory_mb() -> dict[str, float]:
+    """Peak resident memory of this process, and peak CUDA memory allocated when CUDA is in use."""
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, (int, float)):
+            out[key] = float(value) if math.isfinite(value) else str(value)
+    return out
+
+
+class MetricsJSONWriter(Callback):
+    """Keeps ``{"status", "epochs": [...], "test": {...}, ...}`` up to date on disk.
+
+    One row per training epoch (train and per-epoch eval metrics, train and epoch wall time,
+    peak memory); ``test`` holds the final test metrics; ``status`` is ``running``, ``completed``
+    or ``failed`` (with the error). The file is replaced atomically on every write.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.record: dict[str, Any] = {"status": "running", "epochs": [], "test": None}
+        self._t_fit = self._t_epoch = 0.0
+        self._train_time: float | None = None
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"record": self.record}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.record = state_dict["record"]
+
+    def write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.record, indent=2))
+        tmp.replace(self.path)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t_fit = time.perf_counter()
+        self.record["status"] = "running"
+        self.write()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush_epoch(trainer)
+        self._t_epoch = time.perf_counter()
+        self._train_time = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and self._train_time is None:
+            self._train_time = time.perf_counter() - self._t_epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = time.perf_counter()
+        train_time = self._train_time if self._train_time is not None else now - self._t_epoch
+        self._pending = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "train_time_s": train_time,
+            "epoch_time_s": now - self._t_epoch,
+            **peak_memory_mb(),
+        }
+
+    def _flush_epoch(self, trainer: L.Trainer) -> None:
+        # Called at the first hook after an epoch ends, when everything that any callback or the
+        # module logged in its own on_train_epoch_end has reached trainer.callback_metrics.
+        if self._pending is None:
+            return
+        row = {**self._pending, **_scalars(trainer.callback_metrics)}
+        self._pending = None
+        self.record["epochs"].append(row)
+        self.write()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush_epoch(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.record["fit_time_s"] = time.perf_counter() - self._t_fit
+        self.record.update(peak_memory_mb())
+        self.write()
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        test = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("test/")}
+        self.record["test"] = test
+        self.record["status"] = "completed"
+        self.record.update(peak_memory_mb())
+        self.write()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._flush_epoch(trainer)
+        self.record["status"] = "failed"
+        self.record["error"] = f"{type(exception).__name__}: {exception}"
+        self.write()

@@ -1,0 +1,6 @@
+"""Plain nn.Modules; each takes ``input_shape`` and ``num_classes`` from the data."""
+
+from sparse_lab.models.cnn import SmallCNN
+from sparse_lab.models.mlp import MLP
+
+__all__ = ["MLP", "SmallCNN"]

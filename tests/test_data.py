@@ -1,0 +1,203 @@
+"""Data modules: shapes, dtypes, normalization, deterministic splits and order, clear errors."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision import datasets
+from torchvision.datasets.utils import calculate_md5
+
+from sparse_lab.data import (
+    BatchAugment,
+    CIFAR10DataModule,
+    MNISTDataModule,
+    RandomCropWithPadding,
+    RandomHorizontalFlip,
+    SyntheticDataModule,
+    TensorBatchLoader,
+)
+from sparse_lab.errors import ConfigError, DataNotFoundError
+
+
+def synthetic(**kw) -> SyntheticDataModule:
+    dm = SyntheticDataModule(**{"train_size": 200, "test_size": 50, "val_size": 40, **kw})
+    dm.setup()
+    return dm
+
+
+def test_synthetic_splits_are_uint8_tensors_of_the_declared_shape() -> None:
+    dm = synthetic(shape=(3, 32, 32))
+    images, labels = dm.splits["train"]
+    assert images.dtype == torch.uint8 and images.shape == (160, 3, 32, 32)
+    assert labels.dtype == torch.int64 and labels.shape == (160,)
+    assert dm.splits["val"][0].shape == (40, 3, 32, 32)
+    assert dm.splits["test"][0].shape == (50, 3, 32, 32)
+    assert set(labels.tolist()) == set(range(10))
+
+
+def test_synthetic_data_do_not_depend_on_the_run_seed() -> None:
+    a, b = synthetic(seed=0), synthetic(seed=5)
+    assert torch.equal(a.splits["train"][0], b.splits["train"][0])
+    assert torch.equal(a.splits["test"][1], b.splits["test"][1])
+
+
+def test_split_is_deterministic_disjoint_and_complete() -> None:
+    a, b, c = synthetic(split_seed=0), synthetic(split_seed=0), synthetic(split_seed=1)
+    assert torch.equal(a.splits["val"][0], b.splits["val"][0])
+    assert not torch.equal(a.splits["val"][0], c.splits["val"][0])
+    whole = SyntheticDataModule(train_size=200, test_size=50).load_split(train=True)[0]
+    joined = torch.cat([a.splits["train"][0], a.splits["val"][0]])
+    rows = lambda t: sorted(map(bytes, t.flatten(1).numpy()))  # noqa: E731
+    assert rows(joined) == rows(whole)
+
+
+def test_val_size_zero_trains_on_everything_and_too_large_is_an_error() -> None:
+    dm = synthetic(val_size=0)
+    assert len(dm.splits["train"][0]) == 200 and "val" not in dm.splits
+    with pytest.raises(ConfigError, match="val_size=200"):
+        synthetic(val_size=200)
+
+
+def test_val_loader_names_follow_the_options() -> None:
+    assert synthetic(val_size=10, test_each_epoch=True).val_loader_names == ["val", "test"]
+    assert synthetic(val_size=0, test_each_epoch=True).val_loader_names == ["test"]
+    assert synthetic(val_size=0, test_each_epoch=False).val_loader_names == []
+
+
+def test_normalize_maps_pixels_exactly() -> None:
+    dm = MNISTDataModule(data_dir="unused")
+    x = torch.tensor([0.0, 255.0]).view(2, 1, 1, 1)
+    out = dm.normalize(x).flatten()
+    assert out[0].item() == pytest.approx(-0.1307 / 0.3081, abs=1e-6)
+    assert out[1].item() == pytest.approx((1 - 0.1307) / 0.3081, abs=1e-6)
+
+
+def test_batches_are_converted_to_normalized_float() -> None:
+    dm = synthetic()
+    x, y = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert x.dtype == torch.float32 and x.shape == (128, 1, 28, 28) and y.dtype == torch.int64
+    raw = dm.splits["train"][0].float()
+    expected = (raw / 255 - 0.5) / 0.25
+    assert x.min() >= expected.min() - 1e-5 and x.max() <= expected.max() + 1e-5
+
+
+def test_loader_visits_every_sample_once_per_epoch_in_a_seeded_order() -> None:
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
+    labels = torch.arange(10)
+    loader = TensorBatchLoader(images, labels, batch_size=4, shuffle=True, seed=3)
+    assert len(loader) == 3
+    epoch0 = torch.cat([y for _, y in loader])
+    assert sorted(epoch0.tolist()) == list(range(10))
+    again = torch.cat([y for _, y in TensorBatchLoader(images, labels, 4, shuffle=True, seed=3)])
+    assert torch.equal(epoch0, again)
+    loader.sampler.set_epoch(1)
+    epoch1 = torch.cat([y for _, y in loader])
+    assert sorted(epoch1.tolist()) == list(range(10)) and not torch.equal(epoch0, epoch1)
+    for x, y in loader:
+        assert torch.equal(x.flatten().long(), y)  # images and labels stay paired
+
+
+def test_loader_drop_last_and_unshuffled_order() -> None:
+    images, labels = torch.zeros(10, 1, 2, 2, dtype=torch.uint8), torch.arange(10)
+    assert len(TensorBatchLoader(images, labels, 4, drop_last=True)) == 2
+    assert torch.cat([y for _, y in TensorBatchLoader(images, labels, 4)]).tolist() == list(range(10))
+
+
+def test_missing_data_names_the_dir_the_files_and_the_fix(tmp_path: Path) -> None:
+    dm = MNISTDataModule(data_dir=str(tmp_path), download=False)
+    with pytest.raises(DataNotFoundError) as err:
+        dm.prepare_data()
+    message = str(err.value)
+    assert str(tmp_path) in message
+    for name, _ in datasets.MNIST.resources:
+        assert name in message
+    assert "missing" in message and "SPARSE_LAB_DATA" in message and "data.data_dir" in message
+
+
+def test_corrupt_archive_is_reported_as_corrupt(tmp_path: Path) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, _ in datasets.MNIST.resources:
+        with gzip.open(raw / name, "wb") as f:
+            f.write(b"not mnist")
+    with pytest.raises(DataNotFoundError, match="corrupt"):
+        MNISTDataModule(data_dir=str(tmp_path), download=False).prepare_data()
+
+
+# ---- CIFAR-10: the real archive cannot be had here, so build one in torchvision's format ----
+
+
+def _fake_cifar(root: Path, n_train: int = 20, n_test: int = 10) -> type:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def batch(name: str, n: int) -> list[str]:
+        data = rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8)
+        labels = (np.arange(n) % 10).tolist()
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels}, f)
+        return [name, calculate_md5(str(folder / name))]
+
+    train_list = [batch(f"data_batch_{i}", n_train // 5) for i in range(1, 6)]
+    test_list = [batch("test_batch", n_test)]
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
+    meta = {"filename": "batches.meta", "key": "label_names", "md5": calculate_md5(str(folder / "batches.meta"))}
+    return type("FakeCIFAR10", (datasets.CIFAR10,), {"train_list": train_list, "test_list": test_list, "meta": meta})
+
+
+def test_cifar10_loads_as_nchw_uint8(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _fake_cifar(tmp_path)
+    monkeypatch.setattr(CIFAR10DataModule, "dataset_cls", fake)
+    dm = CIFAR10DataModule(data_dir=str(tmp_path), download=False, val_size=5)
+    dm.setup()
+    images, labels = dm.splits["train"]
+    assert images.shape == (15, 3, 32, 32) and images.dtype == torch.uint8
+    assert dm.splits["test"][0].shape == (10, 3, 32, 32)
+    # HWC -> CHW: pixel (c, h, w) of sample 0 is data[c * 1024 + h * 32 + w] of the pickled row
+    ds = fake(str(tmp_path), train=False, download=False)
+    test_images = dm.splits["test"][0]
+    assert torch.equal(test_images[0].permute(1, 2, 0), torch.from_numpy(ds.data[0]))
+
+
+def test_cifar10_missing_archive_names_it(tmp_path: Path) -> None:
+    with pytest.raises(DataNotFoundError, match="cifar-10-python.tar.gz"):
+        CIFAR10DataModule(data_dir=str(tmp_path), download=False).prepare_data()
+
+
+# ---- batched augmentation ----
+
+
+def test_random_crop_is_a_shifted_window_of_the_padded_image() -> None:
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    gen = torch.Generator().manual_seed(0)
+    out = RandomCropWithPadding(2)(x, gen)
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for b in range(2):
+        windows = [padded[b, :, i : i + 8, j : j + 8] for i in range(5) for j in range(5)]
+        assert any(torch.equal(out[b], w) for w in windows)
+    assert torch.equal(RandomCropWithPadding(0)(x, gen), x)
+
+
+def test_flip_probability_one_mirrors_every_sample() -> None:
+    x = torch.rand(4, 3, 5, 5)
+    assert torch.equal(RandomHorizontalFlip(1.0)(x, torch.Generator()), x.flip(-1))
+    assert torch.equal(RandomHorizontalFlip(0.0)(x, torch.Generator()), x)
+
+
+def test_augmentation_is_deterministic_under_a_seed_and_varies_per_sample() -> None:
+    x = torch.rand(64, 3, 32, 32) * 255
+    a = BatchAugment(RandomCropWithPadding(4), RandomHorizontalFlip(), seed=1)(x)
+    b = BatchAugment(RandomCropWithPadding(4), RandomHorizontalFlip(), seed=1)(x)
+    c = BatchAugment(RandomCropWithPadding(4), RandomHorizontalFlip(), seed=2)(x)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    changed = [(not torch.equal(a[i], x[i])) for i in range(64)]
+    assert 0 < sum(changed) <= 64
