@@ -51,9 +51,12 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """The run's callbacks (``cfg.callbacks``) followed by the method's (``cfg.method.callbacks``)."""
-    entries = list((cfg.get("callbacks") or {}).values()) + list((cfg.method.get("callbacks") or {}).values())
-    return [instantiate(entry) for entry in entries if entry is not None]
+    """The run's callbacks (``cfg.callbacks``), then the method's (``cfg.method.callbacks``).
+
+    Entries are keyed by name; a method entry replaces a run entry of the same name.
+    """
+    entries = {**(cfg.get("callbacks") or {}), **(cfg.method.get("callbacks") or {})}
+    return [instantiate(entry) for entry in entries.values() if entry is not None]
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -1,0 +1,77 @@
+"""Random-walk gradient masking as a thin Lightning adapter over :class:`RandomWalkMask`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from sparse_lab.errors import ConfigError
+from sparse_lab.sparsity import RandomWalkMask, linear_chain, mask_gradients, use_row_sparse_backward
+
+BACKWARDS = ("dense", "rows")
+
+
+class RandomWalkGradientMask(Callback):
+    """Each training step, keep only the gradients of the weights that ``sampler``'s walks mark.
+
+    ``backward="dense"`` (the reference): dense backward, then the walk over the current weights
+    picks edges, and every other gradient is zeroed before the optimizer step.
+    ``backward="rows"``: the walk is drawn before backward; backward computes only the visited
+    rows, the signal to lower layers flows only through them, and whole rows are kept.
+    The walk's generator is seeded with ``seed`` and saved in checkpoints.
+    """
+
+    def __init__(self, sampler: RandomWalkMask, seed: int = 0, backward: str = "dense", method: str = "rw") -> None:
+        if backward not in BACKWARDS:
+            raise ConfigError(f"rw_backward={backward!r} is not one of {', '.join(BACKWARDS)}")
+        if backward == "rows" and sampler.bias == "gradient":
+            raise ConfigError("rw_backward=rows draws the walk before backward, so it cannot use bias=gradient")
+        self.sampler = sampler
+        self.seed = seed
+        self.backward = backward
+        self.method = method
+        self.generator: torch.Generator | None = None
+        self._generator_state: Tensor | None = None
+        self._labels: Tensor | None = None
+        self.masks: list[tuple[Tensor, Tensor]] = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        model = getattr(pl_module, "model", pl_module)
+        if self.backward == "rows":
+            use_row_sparse_backward(model)
+        self.linears = linear_chain(model, self.method)
+        self.params = [p for lin in self.linears for p in (lin.weight, lin.bias) if p is not None]
+        self._has_bias = [lin.bias is not None for lin in self.linears]
+        self.generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        if self._generator_state is not None:
+            self.generator.set_state(self._generator_state)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._labels = batch[1]
+
+    def _draw(self) -> None:
+        self.masks = self.sampler.masks(self.linears, self._labels, self.generator, whole_rows=self.backward == "rows")
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
+        if self.backward == "rows":
+            self._draw()
+            for lin, (_, bias_mask) in zip(self.linears, self.masks):
+                lin.active_rows = bias_mask.nonzero().squeeze(1)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        if self.backward == "dense":
+            self._draw()
+        masks = []
+        for (weight_mask, bias_mask), has_bias in zip(self.masks, self._has_bias):
+            masks += [weight_mask, bias_mask] if has_bias else [weight_mask]
+        mask_gradients(self.params, masks)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state() if self.generator is not None else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._generator_state = state_dict.get("generator")

@@ -1,0 +1,14 @@
+"""The sparsity core: masks, random walks, (later) magnitude selection and schedules. Imports only torch."""
+
+from sparse_lab.sparsity.masks import count_nonzero, mask_gradients
+from sparse_lab.sparsity.random_walk import RandomWalkMask, linear_chain
+from sparse_lab.sparsity.row_sparse import RowSparseLinear, use_row_sparse_backward
+
+__all__ = [
+    "RandomWalkMask",
+    "RowSparseLinear",
+    "count_nonzero",
+    "linear_chain",
+    "mask_gradients",
+    "use_row_sparse_backward",
+]

@@ -1,0 +1,21 @@
+"""Boolean masks over parameters: apply them to gradients, count what is nonzero."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def mask_gradients(params: Sequence[Tensor], masks: Sequence[Tensor]) -> None:
+    """Zero every gradient entry whose mask is False, in one fused call over all tensors."""
+    grads = [p.grad for p in params]
+    if any(g is None for g in grads):
+        raise ValueError("mask_gradients needs every parameter to have a gradient")
+    torch._foreach_mul_(grads, list(masks))
+
+
+def count_nonzero(tensors: Sequence[Tensor]) -> Tensor:
+    """Nonzero entries per tensor, shape ``(len(tensors),)``, without leaving the device."""
+    return torch.stack(torch._foreach_norm(list(tensors), 0))

@@ -1,0 +1,229 @@
+"""Random-walk masks, gradient masking, row-sparse backward and update statistics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from sparse_lab.app import train
+from sparse_lab.callbacks import UpdateStats
+from sparse_lab.errors import ConfigError
+from sparse_lab.models import MLP, SmallCNN
+from sparse_lab.sparsity import RandomWalkMask, RowSparseLinear, linear_chain, mask_gradients, use_row_sparse_backward
+from tests.conftest import REPO, make_cfg
+
+
+def mlp(seed: int = 0, hidden=(16, 12)) -> MLP:
+    torch.manual_seed(seed)
+    return MLP((1, 5, 5), 10, hidden)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("bias", ["weight", "uniform"])
+def test_each_path_is_one_connected_edge_per_layer(bias: str) -> None:
+    model = mlp()
+    weights = [lin.weight for lin in model.linears]
+    sampler = RandomWalkMask(50, start="random", bias=bias)
+    starts = sampler.start_units(10, None, gen())
+    edges = sampler.walk(weights, starts, gen())
+    assert len(edges) == 3 and torch.equal(edges[-1][0], starts)
+    for lower, upper in zip(edges, edges[1:]):
+        assert torch.equal(upper[1], lower[0])  # the walk continues from where the layer above ended
+    for w, (rows, cols) in zip(weights, edges):
+        assert rows.shape == cols.shape == (50,)
+        assert (rows < w.shape[0]).all() and (cols < w.shape[1]).all()
+
+
+def test_zero_weights_are_never_walked_and_zero_rows_fall_back_to_uniform() -> None:
+    w = torch.tensor([[0.0, 1.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    sampler = RandomWalkMask(20000, start="random")
+    (rows, cols), = sampler.walk([w], torch.tensor([0, 1]).repeat(10000), gen())
+    top, zero = cols[rows == 0], cols[rows == 1]
+    assert set(top.tolist()) == {1, 2}
+    assert (top == 2).float().mean().item() == pytest.approx(0.75, abs=0.02)  # proportional to |W|
+    assert set(zero.tolist()) == {0, 1, 2, 3}
+
+
+def test_gradient_bias_follows_the_gradient() -> None:
+    w = torch.ones(1, 3)
+    g = torch.tensor([[0.0, 0.0, 5.0]])
+    (_, cols), = RandomWalkMask(100, start="random", bias="gradient").walk([w], torch.zeros(100, dtype=torch.long), gen(), [g])
+    assert (cols == 2).all()
+
+
+def test_masks_mark_at_most_paths_edges_and_exactly_the_visited_rows() -> None:
+    model = mlp()
+    sampler = RandomWalkMask(7, start="target")
+    labels = torch.tensor([1, 4, 4])
+    g1, g2 = gen(3), gen(3)
+    masks = sampler.masks(model.linears, labels, g1)
+    edges = sampler.walk([l.weight for l in model.linears], sampler.start_units(10, labels, g2), g2)
+    for (weight_mask, bias_mask), (rows, cols) in zip(masks, edges):
+        assert 1 <= int(weight_mask.sum()) <= 7
+        expected_w = torch.zeros_like(weight_mask)
+        expected_w[rows, cols] = True
+        assert torch.equal(weight_mask, expected_w)
+        assert set(bias_mask.nonzero().flatten().tolist()) == set(rows.tolist())
+
+
+def test_target_starts_only_at_labels_in_the_batch() -> None:
+    starts = RandomWalkMask(500, start="target").start_units(10, torch.tensor([3, 7, 7]), gen())
+    assert set(starts.tolist()) == {3, 7}
+    random = RandomWalkMask(500, start="random").start_units(10, torch.tensor([3]), gen())
+    assert len(set(random.tolist())) == 10
+
+
+def test_same_seed_same_masks() -> None:
+    model = mlp()
+    a = RandomWalkMask(20).masks(model.linears, torch.arange(10), gen(1))
+    b = RandomWalkMask(20).masks(model.linears, torch.arange(10), gen(1))
+    c = RandomWalkMask(20).masks(model.linears, torch.arange(10), gen(2))
+    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+    assert not all(torch.equal(x[0], y[0]) for x, y in zip(a, c))
+
+
+def test_masked_gradients_are_zero_and_the_rest_equal_the_dense_gradients() -> None:
+    model = mlp()
+    x, y = torch.randn(32, 1, 5, 5), torch.randint(0, 10, (32,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    params = [p for lin in model.linears for p in (lin.weight, lin.bias)]
+    dense = [p.grad.clone() for p in params]
+    masks = [m for pair in RandomWalkMask(30).masks(model.linears, y, gen()) for m in pair]
+    mask_gradients(params, masks)
+    for p, d, m in zip(params, dense, masks):
+        assert (p.grad[~m] == 0).all()
+        assert torch.equal(p.grad[m], d[m])
+
+
+def test_a_model_that_is_not_a_linear_chain_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="rw_target.*SmallCNN.*model=mlp"):
+        linear_chain(SmallCNN((1, 28, 28), 10), "rw_target")
+    assert len(linear_chain(mlp())) == 3
+    with pytest.raises(ConfigError, match="positive integer"):
+        RandomWalkMask(0)
+    with pytest.raises(ConfigError, match="start='middle'"):
+        RandomWalkMask(5, start="middle")
+
+
+def test_row_sparse_backward_matches_dense_on_all_rows_and_restricts_to_visited_rows() -> None:
+    dense, sparse = mlp(1), mlp(1)
+    layers = use_row_sparse_backward(sparse)
+    assert len(layers) == 3 and all(isinstance(l, RowSparseLinear) for l in sparse.linears)
+    assert sparse.state_dict().keys() == dense.state_dict().keys()
+    x, y = torch.randn(16, 1, 5, 5), torch.randint(0, 10, (16,))
+    for model in (dense, sparse):
+        nn.functional.cross_entropy(model(x), y).backward()
+    for a, b in zip(dense.parameters(), sparse.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6)
+
+    # Visited rows: {0, 2} of the top layer, {5, 7} of the middle one, all of the first one. The reference is
+    # dense autograd with the output gradient of every layer zeroed outside its visited rows.
+    active = [None, torch.tensor([5, 7]), torch.tensor([0, 2])]
+    for lin, rows in zip(sparse.linears, active):
+        lin.active_rows = rows
+    sparse.zero_grad()
+    dense.zero_grad()
+    nn.functional.cross_entropy(sparse(x), y).backward()
+    h = x.flatten(1)
+    for i, (lin, rows) in enumerate(zip(dense.linears, active)):
+        z = lin(h)
+        if rows is not None:
+            keep = torch.zeros(z.shape[1], dtype=torch.bool)
+            keep[rows] = True
+            z.register_hook(lambda g, keep=keep: g * keep)
+        h = torch.relu(z) if i < 2 else z
+    nn.functional.cross_entropy(h, y).backward()
+    for a, b in zip(dense.parameters(), sparse.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6)
+    top, mid = sparse.linears[2], sparse.linears[1]
+    assert (top.weight.grad[[1, 3, 4, 5, 6, 7, 8, 9]] == 0).all() and (top.bias.grad[[1, 3]] == 0).all()
+    assert (mid.weight.grad[[r for r in range(12) if r not in (5, 7)]] == 0).all()
+    assert top.weight.grad[[0, 2]].abs().sum() > 0
+
+
+def test_density_and_cumulative_updates_on_a_hand_computed_case() -> None:
+    module = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))  # 15 + 8 = 23 parameters
+    stats = UpdateStats(track_changed=True)
+    stats.setup(None, module, "fit")
+    stats.on_train_epoch_start(None, module)
+    trainer = SimpleNamespace(logger=None, global_step=1)
+    for nonzero_w0, nonzero_w1 in ((2, 1), (3, 2)):
+        for p in module.parameters():
+            p.grad = torch.zeros_like(p)
+        module[0].weight.grad.view(-1)[:nonzero_w0] = 1.0
+        module[1].weight.grad.view(-1)[:nonzero_w1] = 1.0
+        module[1].bias.grad[0] = 1.0
+        stats.on_before_optimizer_step(None, module, None)
+        with torch.no_grad():
+            module[0].weight.view(-1)[0] += 1.0  # the "optimizer" changes one parameter
+        stats.on_train_batch_end(trainer, module, None, None, 0)
+    stats.cumulative += float(stats._nonzero.sum())
+    values = stats.epoch_values()
+    assert values["updates/density"] == pytest.approx((4 + 6) / (23 * 2))
+    assert values["updates/cumulative"] == 10
+    assert values["updates/density/0"] == pytest.approx((2 + 3) / (15 * 2))
+    assert values["updates/density/1"] == pytest.approx((2 + 3) / (8 * 2))
+    assert values["updates/changed"] == pytest.approx(2 / (23 * 2))
+
+
+def metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("backward", ["dense", "rows"])
+def test_rw_training_run_logs_density_bounded_by_the_paths(tmp_path: Path, backward: str) -> None:
+    train(make_cfg(tmp_path, "method=rw_target", "paths=3", f"rw_backward={backward}", "model.hidden=[32,16]"))
+    row = metrics(tmp_path)["epochs"][0]
+    n_params = 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+    # per step: 3 paths x 3 layers edges (or whole rows) + at most 3 bias rows per layer
+    per_step_max = 3 * 3 + 3 * 3 if backward == "dense" else 3 * (784 + 32 + 16) + 3 * 3
+    assert 0 < row["updates/density"] <= per_step_max / n_params
+    assert row["updates/cumulative"] == pytest.approx(row["updates/density"] * n_params * 7)
+    assert row["updates/changed"] > row["updates/density"]  # Adam moves parameters with zero gradient
+    assert {"updates/density/model.net.1", "updates/density/model.net.5"} <= row.keys()
+
+
+def test_rw_runs_start_from_the_same_weights_as_full(tmp_path: Path) -> None:
+    for method in ("full", "rw_random"):
+        # lr=0: the one training step leaves the initial weights in the checkpoint
+        cfg = make_cfg(tmp_path / method, f"method={method}", "paths=2", "lr=0.0", "+trainer.limit_train_batches=1")
+        train(cfg)
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "rw_random" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cnn_with_rw_is_a_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sparse_lab", "method=rw_target", "model=cnn", "data=synthetic", "hardware=cpu",
+         f"hydra.run.dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 2 and "rw_target" in result.stderr and "SmallCNN" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_paths_sweep_gives_one_run_dir_per_point(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sparse_lab", "-m", "method=rw_target,rw_random", "paths=2,5", "data=synthetic",
+         "hardware=cpu", "epochs=1", f"hydra.sweep.dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    dirs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert len(dirs) == 4
+    seen = set()
+    for d in dirs:
+        text = (d / ".hydra" / "overrides.yaml").read_text()
+        seen.add(tuple(sorted(l.strip("- ") for l in text.splitlines() if l.startswith("-"))))
+        assert metrics(d)["status"] == "completed"
+    assert len(seen) == 4
