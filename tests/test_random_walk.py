@@ -153,7 +153,7 @@ def test_row_sparse_backward_matches_dense_on_all_rows_and_restricts_to_visited_
 
 def test_density_and_cumulative_updates_on_a_hand_computed_case() -> None:
     module = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))  # 15 + 8 = 23 parameters
-    stats = UpdateStats(track_changed=True)
+    stats = UpdateStats(changed_every_n_steps=1)
     stats.setup(None, module, "fit")
     stats.on_train_epoch_start(None, module)
     trainer = SimpleNamespace(logger=None, global_step=1)
@@ -182,7 +182,8 @@ def metrics(out: Path) -> dict:
 
 @pytest.mark.parametrize("backward", ["dense", "rows"])
 def test_rw_training_run_logs_density_bounded_by_the_paths(tmp_path: Path, backward: str) -> None:
-    train(make_cfg(tmp_path, "method=rw_target", "paths=3", f"rw_backward={backward}", "model.hidden=[32,16]"))
+    train(make_cfg(tmp_path, "method=rw_target", "paths=3", f"rw_backward={backward}", "model.hidden=[32,16]",
+                   "method.callbacks.update_stats.changed_every_n_steps=1"))
     row = metrics(tmp_path)["epochs"][0]
     n_params = 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
     # per step: 3 paths x 3 layers edges (or whole rows) + at most 3 bias rows per layer

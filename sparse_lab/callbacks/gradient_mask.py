@@ -54,13 +54,15 @@ class RandomWalkGradientMask(Callback):
         self._labels = batch[1]
 
     def _draw(self) -> None:
-        self.masks = self.sampler.masks(self.linears, self._labels, self.generator, whole_rows=self.backward == "rows")
+        self.masks = self.sampler.masks(
+            self.linears, self._labels, self.generator, whole_rows=self.backward == "rows", dtype=self.params[0].dtype
+        )
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
         if self.backward == "rows":
             self._draw()
             for lin, (_, bias_mask) in zip(self.linears, self.masks):
-                lin.active_rows = bias_mask.nonzero().squeeze(1)
+                lin.active_rows = bias_mask.nonzero().squeeze(1)  # rows: at most `paths` per layer
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         if self.backward == "dense":

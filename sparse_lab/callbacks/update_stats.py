@@ -20,15 +20,16 @@ class UpdateStats(Callback):
     - ``updates/cumulative``: running sum over all steps so far of the nonzero-gradient count
       (= density x n_params x steps, summed over epochs);
     - ``updates/changed``: share of parameters whose value the optimizer step changed (Adam moves
-      parameters whose gradient is zero, from its moment estimates). ``track_changed=false`` skips it.
+      parameters whose gradient is zero, from its moment estimates), measured on every
+      ``changed_every_n_steps``-th step (0 skips it) and averaged over those steps.
 
     Counting happens on the device; nothing is synchronized per step except every
     ``log_every_n_steps`` steps.
     """
 
-    def __init__(self, log_every_n_steps: int = 50, track_changed: bool = True) -> None:
+    def __init__(self, log_every_n_steps: int = 50, changed_every_n_steps: int = 10) -> None:
         self.log_every_n_steps = log_every_n_steps
-        self.track_changed = track_changed
+        self.changed_every_n_steps = changed_every_n_steps
         self.cumulative = 0.0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -42,16 +43,20 @@ class UpdateStats(Callback):
         self.layer_sizes = torch.zeros(len(self.layer_names), dtype=torch.float64, device=device)
         self.layer_sizes.index_add_(0, self.layer_index, self.sizes)
         self.n_params = float(self.sizes.sum())
-        self._before = [torch.empty_like(p) for p in self.params] if self.track_changed else []
+        self._before = [torch.empty_like(p) for p in self.params] if self.changed_every_n_steps else []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         device = self.params[0].device
         self._nonzero = torch.zeros(len(self.params), dtype=torch.float64, device=device)
         self._changed = torch.zeros((), dtype=torch.float64, device=device)
         self._steps = 0
+        self._changed_steps = 0
+        self._track_step = False
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if self.track_changed:
+        every = self.changed_every_n_steps
+        self._track_step = bool(every) and self._steps % every == 0
+        if self._track_step:
             torch._foreach_copy_(self._before, [p.detach() for p in self.params])
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -59,9 +64,10 @@ class UpdateStats(Callback):
         nonzero = count_nonzero(grads).double()  # grads are kept until the next step's zero_grad
         self._nonzero += nonzero
         changed = None
-        if self.track_changed:
+        if self._track_step:
             changed = count_nonzero(torch._foreach_sub([p.detach() for p in self.params], self._before)).sum().double()
             self._changed += changed
+            self._changed_steps += 1
         self._steps += 1
         if trainer.logger is not None and self.log_every_n_steps and trainer.global_step % self.log_every_n_steps == 0:
             step = {"updates/step_density": float(nonzero.sum()) / self.n_params}
@@ -82,8 +88,8 @@ class UpdateStats(Callback):
             "updates/cumulative": self.cumulative,
             **{f"updates/density/{name}": float(v) for name, v in zip(self.layer_names, per_layer / (self.layer_sizes * self._steps))},
         }
-        if self.track_changed:
-            values["updates/changed"] = float(self._changed) / (self.n_params * self._steps)
+        if self._changed_steps:
+            values["updates/changed"] = float(self._changed) / (self.n_params * self._changed_steps)
         return values
 
     def state_dict(self) -> dict[str, Any]:

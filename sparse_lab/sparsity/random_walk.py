@@ -84,23 +84,26 @@ class RandomWalkMask:
         labels: Tensor | None,
         generator: torch.Generator,
         whole_rows: bool = False,
+        dtype: torch.dtype = torch.bool,
     ) -> list[tuple[Tensor, Tensor]]:
-        """Boolean ``(weight_mask, bias_mask)`` per layer, input to output order.
+        """``(weight_mask, bias_mask)`` per layer, input to output order: 1/True where kept.
 
         ``whole_rows=True`` keeps every weight of a visited row instead of only the walked edges.
+        ``dtype`` may be the gradients' dtype: multiplying by a float mask is several times
+        faster than by a boolean one.
         """
         weights = [lin.weight for lin in linears]
         grads = [lin.weight.grad for lin in linears] if self.bias == "gradient" else None
         starts = self.start_units(weights[-1].shape[0], labels, generator)
         out = []
         for w, (rows, cols) in zip(weights, self.walk(weights, starts, generator, grads)):
-            bias_mask = torch.zeros(w.shape[0], dtype=torch.bool, device=w.device)
-            bias_mask[rows] = True
+            bias_mask = torch.zeros(w.shape[0], dtype=dtype, device=w.device)
+            bias_mask[rows] = 1
             if whole_rows:
                 weight_mask = bias_mask[:, None].expand_as(w).clone()
             else:
-                weight_mask = torch.zeros_like(w, dtype=torch.bool)
-                weight_mask[rows, cols] = True
+                weight_mask = torch.zeros(w.shape, dtype=dtype, device=w.device)
+                weight_mask[rows, cols] = 1
             out.append((weight_mask, bias_mask))
         return out
 

@@ -1,0 +1,53 @@
+"""Find the runs under a directory and read what each one saved."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class Run:
+    """One run dir: its command-line overrides, its metrics.json (if any) and its status."""
+
+    path: Path
+    overrides: dict[str, str]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return self.metrics.get("status", "no metrics")
+
+    def final(self, key: str) -> float | None:
+        """A final value: from the test results, else from the last epoch row."""
+        test = self.metrics.get("test") or {}
+        if key in test:
+            return test[key]
+        epochs = self.metrics.get("epochs") or []
+        return epochs[-1].get(key) if epochs else None
+
+
+def _overrides(run_dir: Path) -> dict[str, str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return {}
+    items = yaml.safe_load(path.read_text()) or []
+    return dict(item.split("=", 1) for item in items if "=" in item and not item.startswith("hydra."))
+
+
+def find_runs(root: Path) -> list[Run]:
+    """Every dir below ``root`` (itself included) that holds a ``.hydra`` folder or a ``metrics.json``."""
+    dirs = {p.parent for p in root.rglob("metrics.json")} | {p.parent for p in root.rglob(".hydra")}
+    runs = []
+    for d in sorted(dirs):
+        metrics_path = d / "metrics.json"
+        try:
+            metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        except json.JSONDecodeError:
+            metrics = {"status": "unreadable metrics.json"}
+        runs.append(Run(d, _overrides(d), metrics))
+    return runs
