@@ -58,6 +58,7 @@ class RandomWalkMask:
         pick = torch.randint(labels.numel(), (self.paths,), generator=generator, device=device)
         return labels.to(device)[pick]
 
+    @torch.no_grad()
     def walk(
         self, weights: Sequence[Tensor], starts: Tensor, generator: torch.Generator, grads: Sequence[Tensor] | None = None
     ) -> list[tuple[Tensor, Tensor]]:
@@ -78,6 +79,7 @@ class RandomWalkMask:
             rows = cols
         return edges[::-1]
 
+    @torch.no_grad()
     def masks(
         self,
         linears: Sequence[nn.Linear],
@@ -118,10 +120,20 @@ def _sample_proportional(score: Tensor, rows: Tensor, u: Tensor) -> Tensor:
     """
     n_rows, n_cols = score.shape
     cdf = score.cumsum(1)
-    total = cdf[:, -1].clone()
-    offsets = torch.arange(n_rows, device=score.device, dtype=score.dtype)[:, None]
-    keys = cdf.div_(total.clamp_min(torch.finfo(score.dtype).tiny)[:, None]).add_(offsets).reshape(-1)
-    target = rows.to(score.dtype) + u
-    cols = torch.searchsorted(keys, target, right=True).sub_(rows * n_cols).clamp_(0, n_cols - 1)
+    total = cdf[:, -1:].clone()
+    keys = cdf.div_(total.clamp_min_(torch.finfo(score.dtype).tiny)).add_(_row_offsets(n_rows, score)).view(-1)
+    cols = torch.searchsorted(keys, torch.add(u, rows), right=True).sub_(rows * n_cols).clamp_(0, n_cols - 1)
     # An all-zero row has constant keys; draw its column uniformly instead.
-    return torch.where(total[rows] > 0, cols, (u * n_cols).long().clamp_(max=n_cols - 1))
+    zero_row = total.view(-1)[rows] <= torch.finfo(score.dtype).tiny
+    return torch.where(zero_row, u.mul(n_cols).long().clamp_(max=n_cols - 1), cols)
+
+
+_OFFSETS: dict[tuple, Tensor] = {}
+
+
+def _row_offsets(n_rows: int, like: Tensor) -> Tensor:
+    """``arange(n_rows)[:, None]`` in ``like``'s dtype and device, cached."""
+    key = (n_rows, like.dtype, like.device)
+    if key not in _OFFSETS:
+        _OFFSETS[key] = torch.arange(n_rows, dtype=like.dtype, device=like.device)[:, None]
+    return _OFFSETS[key]
