@@ -96,3 +96,12 @@ def main(cfg: DictConfig) -> float | None:
         (Path(cfg.output_dir) / "error.txt").write_text(message + "\n")
         sys.exit(2)
     return final.get("test/acc")
+
+
+def cli() -> None:
+    """The ``sparse-lab`` console script: ``sparse-lab report DIR ...`` makes a report, anything else runs."""
+    if len(sys.argv) > 1 and sys.argv[1] == "report":
+        from sparse_lab.report.__main__ import main as report_main
+
+        sys.exit(report_main(sys.argv[2:]))
+    main()

@@ -17,7 +17,7 @@ def fake_run(root: Path, name: str, overrides: list[str], acc: float | None, sta
     d = root / name
     (d / ".hydra").mkdir(parents=True)
     (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    record = {"status": status, "epochs": [{"epoch": 0, "updates/density": 0.01}], "test": None}
+    record = {"status": status, "epochs": [{"epoch": 0, "updates/density": 0.01, "val/acc": 0.5}], "test": None}
     if acc is not None:
         record["test"] = {"test/acc": acc, "test/loss": 1 - acc}
     (d / "metrics.json").write_text(json.dumps(record))
@@ -64,3 +64,72 @@ def test_cli_writes_markdown_and_csv(sweep: Path, capsys: pytest.CaptureFixture)
 
 def test_empty_dir_is_an_error(tmp_path: Path) -> None:
     assert main([str(tmp_path)]) == 1
+
+
+def test_reference_deltas_and_tolerance(sweep: Path) -> None:
+    from sparse_lab.report.reference import compare, load_reference
+
+    ref = sweep / "ref.yaml"
+    ref.write_text(
+        "tolerance:\n  test/acc: {abs: 0.005}\n  test/loss: {rel: 0.1}\n"
+        "settings:\n  method=rw_target,paths=10: {test/acc: 0.84}\n  method=rw_target,paths=200: {test/acc: 0.951, test/loss: 0.04}\n"
+    )
+    _, rows = aggregate(find_runs(sweep))
+    result = {(c["setting"], c["metric"]): c for c in compare(rows, load_reference(ref))}
+    assert result[("method=rw_target,paths=10", "test/acc")]["delta"] == pytest.approx(0.01)
+    assert result[("method=rw_target,paths=10", "test/acc")]["ok"] is False
+    assert result[("method=rw_target,paths=200", "test/acc")]["ok"] is True
+    assert result[("method=rw_target,paths=200", "test/loss")]["delta"] == pytest.approx(0.01)
+    assert result[("method=rw_target,paths=200", "test/loss")]["ok"] is False  # 25% off, 10% allowed
+    assert main([str(sweep), "--reference", str(ref)]) == 0
+    md = (sweep / "report" / "report.md").read_text()
+    assert "**NO**" in md and "2 of 3 cells outside tolerance" in md
+
+
+def test_figures_are_valid_pngs_and_tensorboard_images(sweep: Path) -> None:
+    import matplotlib.pyplot as plt
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    main([str(sweep)])
+    for name in ("accuracy_vs_paths", "density_vs_paths", "training_curves"):
+        path = sweep / "report" / f"{name}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert plt.imread(path).ndim == 3
+    events = EventAccumulator(str(sweep / "report" / "tb"))
+    events.Reload()
+    assert "report/accuracy_vs_paths" in events.Tags()["images"]
+
+
+@pytest.mark.slow
+def test_report_of_a_real_synthetic_sweep_with_a_failing_run(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    result = subprocess.run(
+        [sys.executable, "-m", "sparse_lab", "-m", "model=mlp,cnn", "seed=0,1", "method=rw_target", "paths=5",
+         "data=synthetic", "hardware=cpu", "epochs=1", f"hydra.sweep.dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode != 0  # the cnn job fails: random walks need a chain of Linear layers
+    runs = find_runs(tmp_path)
+    assert sorted(r.status for r in runs) == ["completed", "completed", "failed"]
+    keys, rows = aggregate(runs)
+    mlp_row = next(r for r in rows if r.get("model") == "mlp")
+    accs = [json.loads((tmp_path / d / "metrics.json").read_text())["test"]["test/acc"] for d in ("0", "1")]
+    assert mlp_row["test/acc mean"] == pytest.approx(sum(accs) / 2)
+    assert mlp_row["test/acc n"] == 2
+    assert main([str(tmp_path)]) == 0
+    assert "failed" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_console_script_dispatches_report(sweep: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from sparse_lab.app import cli
+
+    monkeypatch.setattr(sys, "argv", ["sparse-lab", "report", str(sweep)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli()
+    assert exit_info.value.code == 0 and (sweep / "report" / "report.md").exists()

@@ -1,12 +1,20 @@
-"""``python -m sparse_lab.report DIR``: a sweep's runs as a markdown table and a CSV in ``DIR/report/``."""
+"""``python -m sparse_lab.report DIR [--reference FILE]``: a sweep as tables and figures in ``DIR/report/``.
+
+Writes ``report.md`` (the table; with ``--reference``, reference values, deltas and the cells
+outside tolerance), ``report.csv``, PNG figures, and the figures as TensorBoard images under
+``DIR/report/tb``. Runs that failed or are still running are listed, never fatal.
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import sys
+import time
 from pathlib import Path
 
+from sparse_lab.report.figures import make_figures
+from sparse_lab.report.reference import compare, load_reference
 from sparse_lab.report.runs import find_runs
 from sparse_lab.report.table import DEFAULT_METRICS, aggregate
 
@@ -33,10 +41,35 @@ def markdown(keys: list[str], rows: list[dict], metrics: tuple[str, ...]) -> str
     return "\n".join(lines + (["", "Runs not completed:", *failed] if failed else [])) + "\n"
 
 
+def reference_markdown(keys: list[str], comparisons: list[dict]) -> str:
+    lines = ["| " + " | ".join([*keys, "metric", "reference", "measured", "delta", "within tolerance"]) + " |"]
+    lines.append("|" + "---|" * (len(keys) + 5))
+    outside = 0
+    for c in comparisons:
+        ok = c.get("ok")
+        outside += ok is False
+        mark = "" if ok is None else ("yes" if ok else "**NO**")
+        delta = c.get("delta")
+        cells = [str(c["row"].get(k, "")) for k in keys]
+        cells += [c["metric"], _fmt(c["reference"]), _fmt(c["measured"]), "" if delta is None else f"{delta:+.4g}", mark]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\n{outside} of {len(comparisons)} cells outside tolerance.\n"
+
+
+def write_tensorboard_images(figures: dict, log_dir: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir=str(log_dir)) as writer:
+        for name, fig in figures.items():
+            writer.add_figure(f"report/{name}", fig, close=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sparse_lab.report", description=__doc__)
     parser.add_argument("dir", type=Path, help="a multirun dir (or any dir holding run dirs)")
+    parser.add_argument("--reference", type=Path, help="YAML with reference numbers (see conf/reference/)")
     args = parser.parse_args(argv)
+    t0 = time.perf_counter()
     runs = find_runs(args.dir)
     if not runs:
         print(f"no runs found under {args.dir}", file=sys.stderr)
@@ -45,13 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     out = args.dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(keys, rows, DEFAULT_METRICS)
-    (out / "report.md").write_text(f"# Report: {args.dir}\n\n{text}")
+    if args.reference:
+        comparisons = compare(rows, load_reference(args.reference))
+        text += f"\n## Against the reference ({args.reference})\n\n" + reference_markdown(keys, comparisons)
+    figures = make_figures(runs, keys, rows, out)
+    text += "".join(f"\n![{name}]({name}.png)\n" for name in figures)
+    (out / "report.md").write_text(f"# Report: {args.dir}\n\n{len(runs)} runs.\n\n{text}")
     with open(out / "report.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        fields = [k for k in rows[0] if not k.startswith("_")]
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    write_tensorboard_images(figures, out / "tb")
     print(text, end="")
-    print(f"wrote {out / 'report.md'} and {out / 'report.csv'}", file=sys.stderr)
+    print(f"wrote {out}/report.md, report.csv, {len(figures)} figures in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
 
 

@@ -17,6 +17,12 @@ class Run:
     path: Path
     overrides: dict[str, str]
     metrics: dict[str, Any] = field(default_factory=dict)
+    choices: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def values(self) -> dict[str, str]:
+        """Config group choices (``method``, ``data``, ...) updated by the command-line overrides."""
+        return {**self.choices, **self.overrides}
 
     @property
     def status(self) -> str:
@@ -39,6 +45,26 @@ def _overrides(run_dir: Path) -> dict[str, str]:
     return dict(item.split("=", 1) for item in items if "=" in item and not item.startswith("hydra."))
 
 
+def _choices(run_dir: Path) -> dict[str, str]:
+    path = run_dir / ".hydra" / "hydra.yaml"
+    if not path.exists():
+        return {}
+    text = path.read_text()
+    start = text.find("  runtime:")
+    block = text[start:] if start >= 0 else ""
+    begin = block.find("    choices:")
+    if begin < 0:
+        return {}
+    choices = {}
+    for line in block[begin:].splitlines()[1:]:
+        if not line.startswith("      "):
+            break
+        key, _, value = line.strip().partition(": ")
+        if "/" not in key:
+            choices[key] = value.strip()
+    return choices
+
+
 def find_runs(root: Path) -> list[Run]:
     """Every dir below ``root`` (itself included) that holds a ``.hydra`` folder or a ``metrics.json``."""
     dirs = {p.parent for p in root.rglob("metrics.json")} | {p.parent for p in root.rglob(".hydra")}
@@ -49,5 +75,5 @@ def find_runs(root: Path) -> list[Run]:
             metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         except json.JSONDecodeError:
             metrics = {"status": "unreadable metrics.json"}
-        runs.append(Run(d, _overrides(d), metrics))
+        runs.append(Run(d, _overrides(d), metrics, _choices(d)))
     return runs

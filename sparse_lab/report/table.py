@@ -39,7 +39,8 @@ def aggregate(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS) -> 
     for setting in sorted(groups, key=lambda s: tuple((isinstance(_number(v), str), _number(v)) for v in s)):
         members = groups[setting]
         done = [r for r in members if r.status == "completed"]
-        row: dict = dict(zip(keys, setting))
+        common = {k: v for k, v in members[0].values.items() if all(m.values.get(k) == v for m in members)}
+        row: dict = {**dict(zip(keys, setting)), "_values": common}
         row["runs"] = len(members)
         row["completed"] = len(done)
         row["not_completed"] = ", ".join(f"{r.path.name}: {r.status}" for r in members if r.status != "completed")
