@@ -17,7 +17,8 @@ def fake_run(root: Path, name: str, overrides: list[str], acc: float | None, sta
     d = root / name
     (d / ".hydra").mkdir(parents=True)
     (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    record = {"status": status, "epochs": [{"epoch": 0, "updates/density": 0.01, "val/acc": 0.5}], "test": None}
+    epoch = {"epoch": 0, "updates/density": 0.01, "updates/density/net.0": 0.02, "val/acc": 0.5, "train_time_s": 1.0}
+    record = {"status": status, "epochs": [epoch], "test": None, "peak_rss_mb": 900.0}
     if acc is not None:
         record["test"] = {"test/acc": acc, "test/loss": 1 - acc}
     (d / "metrics.json").write_text(json.dumps(record))
@@ -91,7 +92,7 @@ def test_figures_are_valid_pngs_and_tensorboard_images(sweep: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     main([str(sweep)])
-    for name in ("accuracy_vs_paths", "density_vs_paths", "training_curves"):
+    for name in ("accuracy_vs_paths", "density_vs_paths", "training_curves", "methods", "density_per_layer"):
         path = sweep / "report" / f"{name}.png"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert plt.imread(path).ndim == 3
@@ -133,3 +134,11 @@ def test_console_script_dispatches_report(sweep: Path, monkeypatch: pytest.Monke
     with pytest.raises(SystemExit) as exit_info:
         cli()
     assert exit_info.value.code == 0 and (sweep / "report" / "report.md").exists()
+
+
+def test_sparsity_sweep_gets_an_accuracy_vs_sparsity_figure(tmp_path: Path) -> None:
+    for i, (sparsity, acc) in enumerate(((0.0, 0.83), (0.5, 0.80), (0.9, 0.60))):
+        fake_run(tmp_path, str(i), [f"sparsity={sparsity}"], acc)
+    assert main([str(tmp_path), "--target", "0.8"]) == 0
+    assert (tmp_path / "report" / "accuracy_vs_sparsity.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "report" / "accuracy_vs_paths.png").exists()

@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sparse_lab.report", description=__doc__)
     parser.add_argument("dir", type=Path, help="a multirun dir (or any dir holding run dirs)")
     parser.add_argument("--reference", type=Path, help="YAML with reference numbers (see conf/reference/)")
+    parser.add_argument("--target", type=float, help="accuracy target drawn on accuracy-vs-sparsity figures")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     runs = find_runs(args.dir)
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference:
         comparisons = compare(rows, load_reference(args.reference))
         text += f"\n## Against the reference ({args.reference})\n\n" + reference_markdown(keys, comparisons)
-    figures = make_figures(runs, keys, rows, out)
+    figures = make_figures(runs, keys, rows, out, target=args.target)
     text += "".join(f"\n![{name}]({name}.png)\n" for name in figures)
     (out / "report.md").write_text(f"# Report: {args.dir}\n\n{len(runs)} runs.\n\n{text}")
     with open(out / "report.csv", "w", newline="") as f:

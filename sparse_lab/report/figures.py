@@ -57,16 +57,18 @@ def _by_method(rows: Sequence[dict], x_key: str, y_key: str) -> dict[str, list[t
     return {m: sorted(v) for m, v in out.items()}
 
 
-def metric_vs(rows: Sequence[dict], x_key: str, y_key: str, baseline: str = "full", log_x: bool = True) -> Figure | None:
+def metric_vs(
+    rows: Sequence[dict], x_key: str, y_key: str, baseline: str | None = "full", log_x: bool = True
+) -> Figure | None:
     """``y_key`` (mean and std over seeds) against ``x_key`` per method; ``baseline`` as a level."""
     series = _by_method(rows, x_key, y_key)
-    sparse = {m: v for m, v in series.items() if m != baseline}
+    sparse = {m: v for m, v in series.items() if baseline is None or m != baseline}
     if not sparse:
         return None
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for method, points in sorted(sparse.items()):
         xs, ys, es = zip(*points)
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=method)
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=method or y_key)
     if baseline in series and x_key in ("paths",):
         level = sum(y for _, y, _ in series[baseline]) / len(series[baseline])
         ax.axhline(level, color="k", linestyle="--", label=f"{baseline} ({level:.4g})")
@@ -83,9 +85,87 @@ def metric_vs(rows: Sequence[dict], x_key: str, y_key: str, baseline: str = "ful
     return fig
 
 
-def make_figures(runs: Sequence[Run], keys: Sequence[str], rows: Sequence[dict], out: Path) -> dict[str, Figure]:
-    """Build the figures that apply to this sweep, save them as PNG in ``out``; return them by name."""
+def metric_vs_sparsity(rows: Sequence[dict], target: float | None) -> Figure | None:
+    """Test accuracy against the swept ``sparsity`` per method, with the target accuracy as a line."""
+    fig = metric_vs(rows, "sparsity", ACC, baseline=None, log_x=False)
+    if fig is not None and target is not None:
+        fig.axes[0].axhline(target, color="r", linestyle=":", label=f"target {target:g}")
+        fig.axes[0].legend(fontsize=8)
+    return fig
+
+
+def layer_bars(runs: Sequence[Run], keys: Sequence[str], prefix: str) -> Figure | None:
+    """Bars of every ``<prefix>/<layer>`` metric of each run's last epoch (e.g. per-layer sparsity)."""
+    per_run = []
+    for run in runs:
+        epochs = run.metrics.get("epochs") or []
+        values = {k[len(prefix) + 1 :]: v for k, v in (epochs[-1] if epochs else {}).items() if k.startswith(prefix + "/")}
+        if values:
+            per_run.append((_label(run, keys), values))
+    if not per_run:
+        return None
+    layers = list(dict.fromkeys(layer for _, values in per_run for layer in values))
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(layers) * max(1, len(per_run) ** 0.5)), 4.2))
+    width = 0.8 / len(per_run)
+    for i, (label, values) in enumerate(per_run[:12]):
+        ax.bar([j + i * width for j in range(len(layers))], [values.get(layer, 0) for layer in layers], width, label=label)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))], layers, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(prefix)
+    ax.set_title(f"{prefix} per layer (last epoch)")
+    if len(per_run) <= 12:
+        ax.legend(fontsize=6)
+    return fig
+
+
+COMPARISON = (("test/acc", "test accuracy"), ("train_time_s", "train time per epoch (s)"), ("peak_rss_mb", "peak RSS (MB)"),
+              ("peak_cuda_mb", "peak CUDA memory (MB)"))
+
+
+def method_bars(runs: Sequence[Run]) -> Figure | None:
+    """Accuracy, time per epoch and peak memory per method (mean over its runs): e.g. NoProp vs backprop."""
+    by_method: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.status == "completed":
+            by_method[run.values.get("method", "?")].append(run)
+    if len(by_method) < 2:
+        return None
+    panels = []
+    for key, title in COMPARISON:
+        means = {}
+        for method, members in by_method.items():
+            vals = []
+            for r in members:
+                epochs = r.metrics.get("epochs") or []
+                if key in ("train_time_s",):
+                    vals += [sum(e[key] for e in epochs) / len(epochs)] if epochs and key in epochs[0] else []
+                else:
+                    v = r.final(key) if key.startswith("test/") else r.metrics.get(key)
+                    vals += [v] if isinstance(v, (int, float)) else []
+            if vals:
+                means[method] = sum(vals) / len(vals)
+        if means:
+            panels.append((title, means))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
+    for ax, (title, means) in zip(axes if len(panels) > 1 else [axes], panels):
+        ax.bar(list(means), list(means.values()), color="tab:blue")
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", rotation=45, labelsize=7)
+    return fig
+
+
+def make_figures(
+    runs: Sequence[Run], keys: Sequence[str], rows: Sequence[dict], out: Path, target: float | None = None
+) -> dict[str, Figure]:
+    """Build the figures that apply to this sweep, save them as PNG in ``out``; return them by name.
+
+    ``target``: the accuracy target drawn on accuracy-vs-sparsity figures.
+    """
     figures: dict[str, Figure | None] = {"training_curves": training_curves(runs, keys)}
+    figures["methods"] = method_bars(runs)
+    if "sparsity" in keys:
+        figures["accuracy_vs_sparsity"] = metric_vs_sparsity(rows, target)
+    figures["sparsity_per_layer"] = layer_bars(runs, keys, "sparsity")
+    figures["density_per_layer"] = layer_bars(runs, keys, "updates/density")
     if "paths" in keys:
         figures["accuracy_vs_paths"] = metric_vs(rows, "paths", ACC)
         figures["density_vs_paths"] = metric_vs(rows, "paths", "updates/density")
