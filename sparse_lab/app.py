@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,13 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sparse_lab.errors import SparseLabError
+from sparse_lab.validation import validate
 
 log = logging.getLogger("sparse_lab")
 
@@ -51,28 +55,46 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
+def build(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, but a :class:`SparseLabError` raised by the target comes out as itself."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, SparseLabError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     """The run's callbacks (``cfg.callbacks``), then the method's (``cfg.method.callbacks``).
 
     Entries are keyed by name; a method entry replaces a run entry of the same name.
     """
     entries = {**(cfg.get("callbacks") or {}), **(cfg.method.get("callbacks") or {})}
-    return [instantiate(entry) for entry in entries.values() if entry is not None]
+    return [build(entry) for entry in entries.values() if entry is not None]
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one experiment described by ``cfg``; return the final test metrics."""
+    validate(cfg)
+    torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build(cfg.data)
+    model = build(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
+    module = build(cfg.method.module, model=model, num_classes=datamodule.num_classes)
+    callbacks = build_callbacks(cfg)
+    for callback in callbacks:  # method/model compatibility, before anything is written
+        if hasattr(callback, "check_model"):
+            callback.check_model(model)
+
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
-    torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
-    module = instantiate(cfg.method.module, model=model, num_classes=datamodule.num_classes)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=logger)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
     trainer.fit(module, datamodule=datamodule)
     results = trainer.test(module, datamodule=datamodule, verbose=False)
@@ -87,13 +109,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """``python -m sparse_lab [group=option ...] [knob=value ...]``; returns the final test accuracy."""
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         final = train(cfg)
-    except SparseLabError as exc:
-        message = f"sparse_lab: error: {exc}"
+    except Exception as exc:
+        clear = isinstance(exc, SparseLabError)
+        message = f"sparse_lab: error: {exc}" if clear else traceback.format_exc()
+        out_dir = Path(HydraConfig.get().runtime.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "error.txt").write_text(message + "\n")
+        if multirun:  # one failing job does not stop the sweep; FailureSummary reports it at the end
+            log.error("job failed (%s), the sweep goes on:\n%s", out_dir, message)
+            return None
+        if not clear:
+            raise
         print(message, file=sys.stderr)
-        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.output_dir) / "error.txt").write_text(message + "\n")
         sys.exit(2)
     return final.get("test/acc")
 

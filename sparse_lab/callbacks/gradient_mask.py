@@ -39,6 +39,10 @@ class RandomWalkGradientMask(Callback):
         self._labels: Tensor | None = None
         self.masks: list[tuple[Tensor, Tensor]] = []
 
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Raise ConfigError now if ``model`` is not a chain of Linear layers (called before training)."""
+        linear_chain(model, self.method)
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         model = getattr(pl_module, "model", pl_module)
         if self.backward == "rows":

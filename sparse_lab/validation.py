@@ -1,0 +1,72 @@
+"""Config checks that run before anything is built or written: one clear message per bad value."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from sparse_lab.errors import ConfigError
+
+Check = Callable[[Any], bool]
+
+
+def _int(minimum: int) -> Check:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+def _positive_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+def _fraction(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
+
+
+def _choice(*allowed: str) -> Check:
+    return lambda v: v in allowed
+
+
+def _widths(v: Any) -> bool:
+    """A width (CNN's hidden layer) or a list of widths (MLP's hidden layers)."""
+    return _int(1)(v) or (isinstance(v, (list, ListConfig)) and all(_int(1)(w) for w in v))
+
+
+# (config path, check, what a valid value is). A path missing from the config is skipped.
+RULES: list[tuple[str, Check, str]] = [
+    ("seed", _int(0), "a non-negative integer"),
+    ("epochs", _int(1), "an integer >= 1"),
+    ("batch_size", _int(1), "an integer >= 1"),
+    ("lr", _positive_number, "a number > 0 (e.g. lr=1e-3)"),
+    ("paths", _int(1), "a positive integer (random walks per batch)"),
+    ("sparsity", _fraction, "a number in [0, 1)"),
+    ("rw_backward", _choice("dense", "rows"), "one of: dense, rows"),
+    ("flush_denormal", lambda v: isinstance(v, bool), "true or false"),
+    ("data.val_size", _int(0), "an integer >= 0 (0 trains on the whole training split)"),
+    ("data.eval_batch_size", _int(1), "an integer >= 1"),
+    ("data.split_seed", _int(0), "a non-negative integer"),
+    ("data.test_each_epoch", lambda v: isinstance(v, bool), "true or false"),
+    ("data.download", lambda v: isinstance(v, bool), "true or false"),
+    ("model.hidden", _widths, "a positive integer or a list of them, e.g. model.hidden=[256,128]"),
+    ("model.channels", _widths, "a list of positive integers, e.g. model.channels=[32,64]"),
+    ("method.module.label_smoothing", _fraction, "a number in [0, 1)"),
+    ("method.module.scheduler_interval", _choice("epoch", "step"), "one of: epoch, step"),
+]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming every invalid value, before any training or writing."""
+    problems = []
+    for path, check, valid in RULES:
+        try:
+            value = OmegaConf.select(cfg, path, throw_on_missing=True)
+        except Exception as exc:  # an interpolation that cannot resolve
+            problems.append(f"{path}: {exc}")
+            continue
+        if value is None and "." in path:  # an option this data/model/method does not have
+            continue
+        if not check(value):
+            problems.append(f"{path}={value!r} is invalid: it must be {valid}")
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

@@ -1,0 +1,84 @@
+"""Bad input is refused before anything is built or written, with a message that names the fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from sparse_lab.app import train
+from sparse_lab.errors import ConfigError
+from tests.conftest import REPO, make_cfg
+
+BAD_INPUTS = [
+    (["epochs=0"], "epochs=0 is invalid: it must be an integer >= 1"),
+    (["epochs=2.5"], "epochs=2.5 is invalid"),
+    (["batch_size=-1"], "batch_size=-1 is invalid"),
+    (["lr=0"], "lr=0 is invalid: it must be a number > 0"),
+    (["lr=fast"], "lr='fast' is invalid"),
+    (["seed=-3"], "seed=-3 is invalid: it must be a non-negative integer"),
+    (["paths=0"], "paths=0 is invalid: it must be a positive integer"),
+    (["paths=1.5"], "paths=1.5 is invalid"),
+    (["sparsity=1.0"], "sparsity=1.0 is invalid: it must be a number in [0, 1)"),
+    (["sparsity=-0.1"], "sparsity=-0.1 is invalid"),
+    (["rw_backward=sideways"], "rw_backward='sideways' is invalid: it must be one of: dense, rows"),
+    (["data.val_size=-5"], "data.val_size=-5 is invalid"),
+    (["data.eval_batch_size=0"], "data.eval_batch_size=0 is invalid"),
+    (["data.test_each_epoch=maybe"], "data.test_each_epoch='maybe' is invalid: it must be true or false"),
+    (["model.hidden=[0,10]"], "model.hidden=[0, 10] is invalid: it must be a positive integer or a list of them"),
+    (["model.hidden=wide"], "model.hidden='wide' is invalid"),
+    (["method.module.label_smoothing=1.5"], "method.module.label_smoothing=1.5 is invalid"),
+    (["method=rw_target", "model=cnn"], "method rw_target needs a model that is a chain of Linear layers"),
+    (["method=rw_random", "method.callbacks.gradient_mask.sampler.start=middle"], "start='middle' is not one of random, target"),
+    (["method=rw_target", "method.callbacks.gradient_mask.sampler.bias=gradient", "rw_backward=rows"],
+     "rw_backward=rows draws the walk before backward"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
+def test_bad_input_is_refused_with_a_clear_message_and_nothing_written(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError) as err:
+        train(make_cfg(out, *overrides))
+    assert message in str(err.value)
+    assert not out.exists()
+
+
+def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        train(make_cfg(tmp_path / "run", "epochs=0", "lr=-1", "paths=0"))
+    assert all(key in str(err.value) for key in ("epochs=0", "lr=-1", "paths=0"))
+
+
+def test_unknown_names_are_refused_by_composition(tmp_path: Path) -> None:
+    with pytest.raises(ConfigCompositionException, match="epoch"):
+        make_cfg(tmp_path, "epoch=3")
+
+
+@pytest.mark.slow
+def test_cli_bad_value_exits_2_with_one_message(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sparse_lab", "lr=0", "paths=-2", "data=synthetic", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    assert "lr=0 is invalid" in result.stderr and "paths=-2 is invalid" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "metrics.json").exists() and (tmp_path / "error.txt").exists()
+
+
+@pytest.mark.slow
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sparse_lab", "-m", "lr=0,0.001", "data=synthetic", "hardware=cpu", "epochs=1",
+         f"hydra.sweep.dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 1
+    assert "1 job(s) of the sweep failed" in result.stderr and "lr=0 is invalid" in result.stderr
+    assert (tmp_path / "0" / "error.txt").exists() and not (tmp_path / "0" / "metrics.json").exists()
+    assert '"status": "completed"' in (tmp_path / "1" / "metrics.json").read_text()
