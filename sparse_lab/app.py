@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sparse_lab.errors import SparseLabError
+from sparse_lab.errors import ConfigError, SparseLabError
 from sparse_lab.validation import validate
 
 log = logging.getLogger("sparse_lab")
@@ -77,9 +77,25 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [build(entry) for entry in entries.values() if entry is not None]
 
 
+def resume_checkpoint(resume: str | None) -> str | None:
+    """The checkpoint that ``resume=`` names: a ``.ckpt`` file, or a run dir's ``checkpoints/last.ckpt``."""
+    if not resume:
+        return None
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(
+            f"resume={resume} has no checkpoint ({path} not found): give a run dir that holds "
+            "checkpoints/last.ckpt, or the path of a .ckpt file"
+        )
+    return str(path)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one experiment described by ``cfg``; return the final test metrics."""
     validate(cfg)
+    resume_checkpoint(cfg.get("resume"))  # a bad resume= is refused before anything is written
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.data)
@@ -96,7 +112,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.get("resume")))
     results = trainer.test(module, datamodule=datamodule, verbose=False)
     final = {k: float(v) for k, v in results[0].items()} if results else {}
     if logger:

@@ -80,4 +80,7 @@ class RandomWalkGradientMask(Callback):
         return {"generator": self.generator.get_state() if self.generator is not None else None}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning restores callback state after setup(); keep it for a later setup() too.
         self._generator_state = state_dict.get("generator")
+        if self.generator is not None and self._generator_state is not None:
+            self.generator.set_state(self._generator_state)

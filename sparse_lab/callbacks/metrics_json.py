@@ -48,8 +48,16 @@ class MetricsJSONWriter(Callback):
         self._train_time: float | None = None
         self._pending: dict[str, Any] | None = None
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
     def state_dict(self) -> dict[str, Any]:
-        return {"record": self.record}
+        # A checkpoint written at the end of an epoch holds that epoch's row even though the row
+        # reaches metrics.json only at the next hook: a resumed run must not lose it.
+        record = dict(self.record)
+        if self._pending is not None and getattr(self, "_trainer", None) is not None:
+            record["epochs"] = [*self.record["epochs"], {**self._pending, **_scalars(self._trainer.callback_metrics)}]
+        return {"record": record}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.record = state_dict["record"]

@@ -1,0 +1,22 @@
+"""Callbacks used by tests through config overrides (e.g. +callbacks.crash._target_=tests.helpers.CrashAtStep)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by CrashAtStep."""
+
+
+class CrashAtStep(Callback):
+    """Interrupt training when ``trainer.global_step`` reaches ``step`` (a stand-in for a killed job)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            raise SimulatedCrash(f"simulated crash at step {self.step}")
