@@ -1,10 +1,28 @@
 """The sparsity core: masks, random walks, (later) magnitude selection and schedules. Imports only torch."""
 
+from sparse_lab.sparsity.magnitude import (
+    apply_masks,
+    current_masks,
+    current_weights,
+    keep_largest,
+    keep_largest_per_layer,
+    percentile_masks,
+    prunable,
+    sparsity_report,
+)
 from sparse_lab.sparsity.masks import count_nonzero, mask_gradients
 from sparse_lab.sparsity.random_walk import RandomWalkMask, linear_chain
 from sparse_lab.sparsity.row_sparse import RowSparseLinear, use_row_sparse_backward
 
 __all__ = [
+    "apply_masks",
+    "current_masks",
+    "current_weights",
+    "keep_largest",
+    "keep_largest_per_layer",
+    "percentile_masks",
+    "prunable",
+    "sparsity_report",
     "RandomWalkMask",
     "RowSparseLinear",
     "count_nonzero",
