@@ -102,6 +102,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = build(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
     module = build(cfg.method.module, model=model, num_classes=datamodule.num_classes)
     callbacks = build_callbacks(cfg)
+    protocol = build(cfg.method.get("protocol") or {"_target_": "sparse_lab.protocols.Train"})
     for callback in callbacks:  # method/model compatibility, before anything is written
         if hasattr(callback, "check_model"):
             callback.check_model(model)
@@ -112,9 +113,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.get("resume")))
-    results = trainer.test(module, datamodule=datamodule, verbose=False)
-    final = {k: float(v) for k, v in results[0].items()} if results else {}
+    final = protocol.run(trainer, module, datamodule, ckpt_path=resume_checkpoint(cfg.get("resume")))
     if logger:
         logger.log_hyperparams(hyperparameters(cfg), metrics={f"final/{k.split('/')[-1]}": v for k, v in final.items()})
         logger.finalize("success")

@@ -86,3 +86,33 @@ def test_pruned_weights_stay_exactly_zero_through_training(optimizer: str) -> No
     report = sparsity_report([n for n, _ in named], modules)
     assert report["sparsity/kept"] == 1269 and report["sparsity/global"] == pytest.approx(1 - 1269 / 6344)
     assert set(report) == {"sparsity/net.1", "sparsity/net.3", "sparsity/net.5", "sparsity/global", "sparsity/kept"}
+
+
+def test_oneshot_method_runs_and_records_each_level(tmp_path) -> None:
+    import json
+
+    from sparse_lab.app import train
+    from tests.conftest import make_cfg
+
+    final = train(make_cfg(tmp_path, "method=oneshot", "model.hidden=[8,4]", "target_acc=0.8", "epochs=2",
+                           "method.protocol.percents=[0,50,90]"))
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert [r["kept"] for r in record["oneshot"]] == [6344, 3172, 635]
+    assert record["oneshot"][0]["test/acc"] == pytest.approx(final["test/acc"])  # 0%: the dense net
+    assert record["test"]["test/acc"] == pytest.approx(final["test/acc"])
+    assert record["oneshot"][2]["test/acc"] <= record["oneshot"][0]["test/acc"] + 1e-9
+    stats = json.loads((tmp_path / "weight_stats.json").read_text())
+    assert stats["count"] == 6344 and 0 <= stats["below_0.001"] <= stats["below_0.1"] <= 1
+    for png in ("oneshot.png", "weight_histogram.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert ckpt["model.net.1.weight"].count_nonzero() == 784 * 8  # the saved model is the dense one
+
+
+def test_weight_statistics_on_known_values() -> None:
+    from sparse_lab.callbacks import weight_statistics
+
+    stats = weight_statistics([torch.tensor([[0.0005, -0.005], [0.02, -0.2]])])
+    assert stats["count"] == 4 and stats["min"] == pytest.approx(-0.2) and stats["max"] == pytest.approx(0.02)
+    assert stats["below_0.001"] == 0.25 and stats["below_0.01"] == 0.5 and stats["below_0.05"] == 0.75
+    assert stats["below_0.1"] == 0.75 and stats["mean"] == pytest.approx((0.0005 - 0.005 + 0.02 - 0.2) / 4)

@@ -142,3 +142,19 @@ def test_sparsity_sweep_gets_an_accuracy_vs_sparsity_figure(tmp_path: Path) -> N
     assert main([str(tmp_path), "--target", "0.8"]) == 0
     assert (tmp_path / "report" / "accuracy_vs_sparsity.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "report" / "accuracy_vs_paths.png").exists()
+
+
+def test_oneshot_levels_are_averaged_over_seeds(tmp_path: Path) -> None:
+    for seed, accs in enumerate(((0.83, 0.80), (0.81, 0.70))):
+        fake_run(tmp_path, str(seed), [f"seed={seed}"], accs[0])
+        path = tmp_path / str(seed) / "metrics.json"
+        record = json.loads(path.read_text())
+        record["oneshot"] = [
+            {"percent": 0, "kept": 6344, "sparsity": 0.0, "test/acc": accs[0]},
+            {"percent": 50, "kept": 3172, "sparsity": 0.5, "test/acc": accs[1]},
+        ]
+        path.write_text(json.dumps(record))
+    assert main([str(tmp_path), "--target", "0.8"]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| 50 | 3172 | 50.0% | 0.7500 ± 0.0707 | 0.7000 | 0.8000 | 2 |" in md
+    assert (tmp_path / "report" / "oneshot_accuracy_vs_sparsity.png").exists()

@@ -3,5 +3,13 @@
 from sparse_lab.callbacks.gradient_mask import RandomWalkGradientMask
 from sparse_lab.callbacks.metrics_json import MetricsJSONWriter, peak_memory_mb
 from sparse_lab.callbacks.update_stats import UpdateStats
+from sparse_lab.callbacks.weight_stats import WeightStatistics, weight_statistics
 
-__all__ = ["MetricsJSONWriter", "RandomWalkGradientMask", "UpdateStats", "peak_memory_mb"]
+__all__ = [
+    "MetricsJSONWriter",
+    "RandomWalkGradientMask",
+    "UpdateStats",
+    "WeightStatistics",
+    "peak_memory_mb",
+    "weight_statistics",
+]

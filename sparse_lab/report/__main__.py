@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from sparse_lab.report.figures import make_figures
+from sparse_lab.report.figures import make_figures, oneshot_levels
 from sparse_lab.report.reference import compare, load_reference
 from sparse_lab.report.runs import find_runs
 from sparse_lab.report.table import DEFAULT_METRICS, aggregate
@@ -82,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference:
         comparisons = compare(rows, load_reference(args.reference))
         text += f"\n## Against the reference ({args.reference})\n\n" + reference_markdown(keys, comparisons)
+    levels = oneshot_levels(runs)
+    if levels:
+        text += "\n## One-shot pruning (no retraining)\n\n| percent | kept | sparsity | test/acc mean ± std | min | max | runs |\n|---|---|---|---|---|---|---|\n"
+        text += "".join(
+            f"| {r['percent']:g} | {r['kept']} | {100 * r['sparsity']:.1f}% | {r['test/acc mean']:.4f} ± {r['test/acc std']:.4f} "
+            f"| {r['test/acc min']:.4f} | {r['test/acc max']:.4f} | {r['n']} |\n"
+            for r in levels
+        )
     figures = make_figures(runs, keys, rows, out, target=args.target)
     text += "".join(f"\n![{name}]({name}.png)\n" for name in figures)
     (out / "report.md").write_text(f"# Report: {args.dir}\n\n{len(runs)} runs.\n\n{text}")

@@ -153,6 +153,42 @@ def method_bars(runs: Sequence[Run]) -> Figure | None:
     return fig
 
 
+def oneshot_levels(runs: Sequence[Run]) -> list[dict]:
+    """Per one-shot level (percent): kept count, sparsity, and test accuracy mean/std/n over the runs."""
+    levels: dict[float, list[dict]] = defaultdict(list)
+    for run in runs:
+        for row in run.metrics.get("oneshot") or []:
+            levels[row["percent"]].append(row)
+    out = []
+    for percent in sorted(levels):
+        accs = [r["test/acc"] for r in levels[percent]]
+        mean = sum(accs) / len(accs)
+        std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
+        first = levels[percent][0]
+        out.append({"percent": percent, "kept": first["kept"], "sparsity": first["sparsity"], "test/acc mean": mean,
+                    "test/acc std": std, "test/acc min": min(accs), "test/acc max": max(accs), "n": len(accs)})
+    return out
+
+
+def oneshot_figure(levels: Sequence[dict], target: float | None) -> Figure | None:
+    """One-shot accuracy (mean, std and range over runs) against sparsity, with the target line."""
+    if not levels:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    xs = [100 * r["sparsity"] for r in levels]
+    ax.errorbar(xs, [r["test/acc mean"] for r in levels], yerr=[r["test/acc std"] for r in levels], marker="o",
+                capsize=3, label=f"one-shot (mean ± std of {levels[0]['n']})")
+    ax.fill_between(xs, [r["test/acc min"] for r in levels], [r["test/acc max"] for r in levels], alpha=0.2, label="range")
+    if target is not None:
+        ax.axhline(target, color="r", linestyle=":", label=f"target {target:g}")
+    ax.set_xlabel("sparsity (%)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Accuracy vs sparsity, one-shot magnitude pruning")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def make_figures(
     runs: Sequence[Run], keys: Sequence[str], rows: Sequence[dict], out: Path, target: float | None = None
 ) -> dict[str, Figure]:
@@ -166,6 +202,7 @@ def make_figures(
         figures["accuracy_vs_sparsity"] = metric_vs_sparsity(rows, target)
     figures["sparsity_per_layer"] = layer_bars(runs, keys, "sparsity")
     figures["density_per_layer"] = layer_bars(runs, keys, "updates/density")
+    figures["oneshot_accuracy_vs_sparsity"] = oneshot_figure(oneshot_levels(runs), target)
     if "paths" in keys:
         figures["accuracy_vs_paths"] = metric_vs(rows, "paths", ACC)
         figures["density_vs_paths"] = metric_vs(rows, "paths", "updates/density")

@@ -1,0 +1,57 @@
+"""Statistics and a histogram of a trained model's prunable weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from sparse_lab.sparsity import current_weights, prunable
+
+THRESHOLDS = (0.001, 0.01, 0.05, 0.1)
+
+
+def weight_statistics(weights: list[Tensor]) -> dict[str, float]:
+    """Count, mean, std, min, max and the share of ``|w|`` below 0.001, 0.01, 0.05 and 0.1."""
+    flat = torch.cat([w.reshape(-1) for w in weights]).double()
+    stats = {"count": float(flat.numel()), "mean": float(flat.mean()), "std": float(flat.std()),
+             "min": float(flat.min()), "max": float(flat.max())}
+    stats.update({f"below_{t:g}": float((flat.abs() < t).double().mean()) for t in THRESHOLDS})
+    return stats
+
+
+class WeightStatistics(Callback):
+    """At the end of fit: ``weight_stats.json``, ``weight_histogram.png`` and a TensorBoard histogram."""
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        weights = current_weights([m for _, m in prunable(getattr(pl_module, "model", pl_module))])
+        stats = weight_statistics(weights)
+        out = Path(trainer.default_root_dir)
+        (out / "weight_stats.json").write_text(json.dumps(stats, indent=2))
+        flat = torch.cat([w.reshape(-1) for w in weights]).cpu()
+        self._histogram(flat, stats, out, trainer)
+
+    @staticmethod
+    def _histogram(flat: Tensor, stats: dict[str, Any], out: Path, trainer: L.Trainer) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.hist(flat.numpy(), bins=100)
+        ax.set_xlabel("weight")
+        ax.set_ylabel("count")
+        ax.set_title(f"{int(stats['count'])} weights: mean {stats['mean']:.4f}, std {stats['std']:.3f}, "
+                     f"{100 * stats['below_0.1']:.1f}% |w|<0.1", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out / "weight_histogram.png", dpi=120)
+        plt.close(fig)
+        experiment = getattr(trainer.logger, "experiment", None)
+        if hasattr(experiment, "add_histogram"):
+            experiment.add_histogram("weights/prunable", flat, global_step=trainer.global_step)

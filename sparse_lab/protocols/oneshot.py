@@ -1,0 +1,78 @@
+"""One-shot magnitude pruning: train dense, then evaluate the trained net pruned at several levels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from sparse_lab.callbacks.metrics_json import MetricsJSONWriter
+from sparse_lab.protocols.train import Train, find_callback
+from sparse_lab.sparsity import current_weights, percentile_masks, prunable
+
+
+class OneShotPruning:
+    """After dense training, for each ``p`` in ``percents`` zero every prunable weight with
+    ``|w| < percentile(|w| over all layers, p)`` and test, with no retraining (SPEC section 2).
+
+    Results go to ``metrics.json`` (``oneshot``: percent, kept, sparsity, test metrics), to
+    TensorBoard (``oneshot/*`` against the percent) and to ``oneshot.png`` with ``target`` as a line.
+    The model is restored to its dense weights afterwards; ``test`` in metrics.json is the dense net's.
+    """
+
+    def __init__(self, percents: Sequence[float] = tuple(range(0, 100, 10)), target: float | None = None) -> None:
+        self.percents = list(percents)
+        self.target = target
+
+    def run(
+        self, trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path: str | None = None
+    ) -> dict[str, float]:
+        dense = Train().run(trainer, module, datamodule, ckpt_path)
+        modules = [m for _, m in prunable(getattr(module, "model", module))]
+        trained = [w.clone() for w in current_weights(modules)]
+        total = sum(w.numel() for w in trained)
+        rows = []
+        for percent in self.percents:
+            masks = percentile_masks(trained, percent)
+            with torch.no_grad():
+                for m, w, mask in zip(modules, trained, masks):
+                    m.weight.copy_(w * mask)
+            kept = int(sum(int(mask.sum()) for mask in masks))
+            result = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+            rows.append({"percent": percent, "kept": kept, "sparsity": 1 - kept / total, **{k: float(v) for k, v in result.items()}})
+            if trainer.logger is not None:
+                trainer.logger.log_metrics({f"oneshot/{k}": v for k, v in rows[-1].items() if k != "percent"}, step=int(percent))
+        with torch.no_grad():
+            for m, w in zip(modules, trained):
+                m.weight.copy_(w)
+        writer = find_callback(trainer, MetricsJSONWriter)
+        if writer is not None:
+            writer.record["oneshot"] = rows
+            writer.record["test"] = {k: v for k, v in dense.items()}
+            writer.write()
+        self._plot(rows, Path(trainer.default_root_dir), trainer)
+        return dense
+
+    def _plot(self, rows: list[dict], out_dir: Path, trainer: L.Trainer) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        ax.plot([100 * r["sparsity"] for r in rows], [r["test/acc"] for r in rows], marker="o", label="one-shot, no retraining")
+        if self.target is not None:
+            ax.axhline(self.target, color="r", linestyle=":", label=f"target {self.target:g}")
+        ax.set_xlabel("sparsity (%)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title("One-shot magnitude pruning")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / "oneshot.png", dpi=120)
+        experiment = getattr(trainer.logger, "experiment", None)
+        if hasattr(experiment, "add_figure"):
+            experiment.add_figure("oneshot/accuracy_vs_sparsity", fig, close=False)
+        plt.close(fig)
