@@ -16,9 +16,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sparse_lab.errors import ConfigError, SparseLabError
+from sparse_lab.errors import SparseLabError
 from sparse_lab.validation import validate
 
 log = logging.getLogger("sparse_lab")
@@ -77,25 +77,9 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [build(entry) for entry in entries.values() if entry is not None]
 
 
-def resume_checkpoint(resume: str | None) -> str | None:
-    """The checkpoint that ``resume=`` names: a ``.ckpt`` file, or a run dir's ``checkpoints/last.ckpt``."""
-    if not resume:
-        return None
-    path = Path(resume)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise ConfigError(
-            f"resume={resume} has no checkpoint ({path} not found): give a run dir that holds "
-            "checkpoints/last.ckpt, or the path of a .ckpt file"
-        )
-    return str(path)
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one experiment described by ``cfg``; return the final test metrics."""
     validate(cfg)
-    resume_checkpoint(cfg.get("resume"))  # a bad resume= is refused before anything is written
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.data)
@@ -103,6 +87,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build(cfg.method.module, model=model, num_classes=datamodule.num_classes)
     callbacks = build_callbacks(cfg)
     protocol = build(cfg.method.get("protocol") or {"_target_": "sparse_lab.protocols.Train"})
+    protocol.check_resume(cfg.get("resume"))  # a bad resume= is refused before anything is written
     for callback in callbacks:  # method/model compatibility, before anything is written
         if hasattr(callback, "check_model"):
             callback.check_model(model)
@@ -110,11 +95,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
-    final = protocol.run(trainer, module, datamodule, ckpt_path=resume_checkpoint(cfg.get("resume")))
-    if logger:
+    def make_trainer(run_dir: Path) -> L.Trainer:
+        """A fresh Trainer whose callbacks and logger write below ``run_dir``."""
+        sub = cfg.copy()
+        with open_dict(sub):
+            sub.output_dir = str(run_dir)
+        logger = build(sub.logger) if sub.get("logger") else False
+        return build(sub.trainer, callbacks=build_callbacks(sub), logger=logger)
+
+    final = protocol.run(make_trainer, module, datamodule, out_dir, resume=cfg.get("resume"))
+    if cfg.get("logger"):
+        logger = build(cfg.logger)
         logger.log_hyperparams(hyperparameters(cfg), metrics={f"final/{k.split('/')[-1]}": v for k, v in final.items()})
         logger.finalize("success")
     log.info("final test metrics: %s", final)

@@ -9,11 +9,11 @@ import lightning as L
 import torch
 
 from sparse_lab.callbacks.metrics_json import MetricsJSONWriter
-from sparse_lab.protocols.train import Train, find_callback
+from sparse_lab.protocols.train import TrainerFactory, Train, find_callback, fit_and_test, resume_checkpoint
 from sparse_lab.sparsity import current_weights, percentile_masks, prunable
 
 
-class OneShotPruning:
+class OneShotPruning(Train):
     """After dense training, for each ``p`` in ``percents`` zero every prunable weight with
     ``|w| < percentile(|w| over all layers, p)`` and test, with no retraining (SPEC section 2).
 
@@ -27,9 +27,15 @@ class OneShotPruning:
         self.target = target
 
     def run(
-        self, trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path: str | None = None
+        self,
+        make_trainer: TrainerFactory,
+        module: L.LightningModule,
+        datamodule: L.LightningDataModule,
+        out_dir: Path,
+        resume: str | None = None,
     ) -> dict[str, float]:
-        dense = Train().run(trainer, module, datamodule, ckpt_path)
+        trainer = make_trainer(out_dir)
+        dense = fit_and_test(trainer, module, datamodule, resume_checkpoint(resume))
         modules = [m for _, m in prunable(getattr(module, "model", module))]
         trained = [w.clone() for w in current_weights(modules)]
         total = sum(w.numel() for w in trained)
