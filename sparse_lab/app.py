@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,13 +97,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    def make_trainer(run_dir: Path) -> L.Trainer:
+    def make_trainer(run_dir: Path, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
         """A fresh Trainer whose callbacks and logger write below ``run_dir``."""
         sub = cfg.copy()
         with open_dict(sub):
             sub.output_dir = str(run_dir)
         logger = build(sub.logger) if sub.get("logger") else False
-        return build(sub.trainer, callbacks=build_callbacks(sub), logger=logger)
+        return build(sub.trainer, callbacks=[*build_callbacks(sub), *extra_callbacks], logger=logger)
 
     final = protocol.run(make_trainer, module, datamodule, out_dir, resume=cfg.get("resume"))
     if cfg.get("logger"):

@@ -20,3 +20,16 @@ class CrashAtStep(Callback):
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if trainer.global_step == self.step:
             raise SimulatedCrash(f"simulated crash at step {self.step}")
+
+
+class CrashInRun(Callback):
+    """Interrupt training at the first step of a run whose dir name is ``run_name`` (e.g. a lottery round)."""
+
+    def __init__(self, run_name: str) -> None:
+        self.run_name = run_name
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        from pathlib import Path
+
+        if Path(trainer.default_root_dir).name == self.run_name:
+            raise SimulatedCrash(f"simulated crash in {self.run_name}")

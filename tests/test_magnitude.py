@@ -116,3 +116,12 @@ def test_weight_statistics_on_known_values() -> None:
     assert stats["count"] == 4 and stats["min"] == pytest.approx(-0.2) and stats["max"] == pytest.approx(0.02)
     assert stats["below_0.001"] == 0.25 and stats["below_0.01"] == 0.5 and stats["below_0.05"] == 0.75
     assert stats["below_0.1"] == 0.75 and stats["mean"] == pytest.approx((0.0005 - 0.005 + 0.02 - 0.2) / 4)
+
+
+def test_current_weights_follow_weight_orig_without_a_forward_pass() -> None:
+    modules = [m for _, m in prunable(lth_net())]
+    apply_masks(modules, percentile_masks(current_weights(modules), 50))
+    with torch.no_grad():
+        modules[0].weight_orig.mul_(2)
+    expected = modules[0].weight_orig * modules[0].weight_mask
+    assert torch.equal(current_weights(modules)[0], expected)

@@ -118,6 +118,13 @@ class Classifier(L.LightningModule):
         names = getattr(self.trainer.datamodule, "val_loader_names", None) if self._trainer is not None else None
         return names[dataloader_idx] if names else "val"
 
+    def on_fit_start(self) -> None:
+        # A module fitted again after trainer.test (lottery rounds) holds metric states created
+        # in inference mode, which cannot be updated in place during training: recreate them.
+        for stage in STAGES:
+            getattr(self, f"{stage}_acc").reset()
+            getattr(self, f"{stage}_loss").reset()
+
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
         if self.scheduler_interval == "epoch":

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from sparse_lab.errors import ConfigError
 
 C = TypeVar("C", bound=Callback)
-TrainerFactory = Callable[[Path], L.Trainer]
+TrainerFactory = Callable[..., L.Trainer]  # (run_dir, extra_callbacks=()) -> a fresh Trainer
 
 
 def find_callback(trainer: L.Trainer, cls: type[C]) -> C | None:

@@ -68,6 +68,8 @@ def _choices(run_dir: Path) -> dict[str, str]:
 def find_runs(root: Path) -> list[Run]:
     """Every dir below ``root`` (itself included) that holds a ``.hydra`` folder or a ``metrics.json``."""
     dirs = {p.parent for p in root.rglob("metrics.json")} | {p.parent for p in root.rglob(".hydra")}
+    # A run's own sub-runs (e.g. the rounds of a lottery run) are part of it, not runs of the sweep.
+    dirs = {d for d in dirs if not any(parent in dirs for parent in d.parents)}
     runs = []
     for d in sorted(dirs):
         metrics_path = d / "metrics.json"

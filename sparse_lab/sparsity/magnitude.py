@@ -30,8 +30,14 @@ def prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def current_weights(modules: Sequence[nn.Module]) -> list[Tensor]:
-    """The effective (masked) weights."""
-    return [m.weight.detach() for m in modules]
+    """The effective weights, ``weight_orig * weight_mask`` of a pruned module.
+
+    Computed here rather than read from ``module.weight``, which torch.nn.utils.prune refreshes
+    only on the next forward pass.
+    """
+    return [
+        (m.weight_orig * m.weight_mask).detach() if hasattr(m, "weight_mask") else m.weight.detach() for m in modules
+    ]
 
 
 def current_masks(modules: Sequence[nn.Module]) -> list[Tensor]:

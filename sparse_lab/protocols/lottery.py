@@ -1,0 +1,207 @@
+"""Iterative magnitude pruning with rewinding (Frankle & Carbin), and the random-reinit control."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from torch import Tensor, nn
+
+from sparse_lab.errors import ConfigError
+from sparse_lab.protocols.train import Train, TrainerFactory, fit_and_test
+from sparse_lab.sparsity import apply_masks, current_masks, current_weights, percentile_masks, prunable
+
+
+def _plain(name: str) -> str:
+    return name.replace("weight_orig", "weight")
+
+
+class LotteryTicket(Train):
+    """Round 0 trains the dense net for the trainer's ``max_epochs``. Each later round prunes
+    ``prune_percent`` % of the remaining weights (one global percentile threshold over the active
+    weights, strict ``<``), rewinds every surviving weight and bias to its initial value theta_0,
+    and retrains with the mask fixed until test accuracy reaches ``target`` (or for
+    ``round_epoch_cap`` epochs; with ``target=None`` always for the cap). Every round sees the same
+    data order. It stops after ``rounds`` rounds, or (``stop_on_miss``) after the first round that
+    misses the target. The control trains the last round that reached the target from a fresh
+    random init (seed ``control_seed``) with the same mask, the same way.
+
+    Written as it goes: ``lottery.json`` (one record per round, then the control), each round's
+    run dir ``round_NN/`` (metrics.json, TensorBoard, checkpoints) and ``round_NN/ticket.pt``
+    (masks, the rewound initial weights and the trained weights), ``theta0.pt``, and the figures
+    ``lottery.png`` and ``control_curve.png``. ``resume=RUN_DIR`` continues after the last
+    finished round of an interrupted run.
+    """
+
+    def __init__(
+        self,
+        rounds: int = 15,
+        prune_percent: float = 20.0,
+        target: float | None = None,
+        round_epoch_cap: int = 40,
+        stop_on_miss: bool = True,
+        control: bool = True,
+        control_seed: int = 1000,
+        monitor: str = "test/acc",
+    ) -> None:
+        if rounds < 1 or not 0 < prune_percent < 100 or round_epoch_cap < 1:
+            raise ConfigError("lottery needs rounds >= 1, 0 < prune_percent < 100 and round_epoch_cap >= 1")
+        self.rounds = rounds
+        self.prune_percent = prune_percent
+        self.target = target
+        self.round_epoch_cap = round_epoch_cap
+        self.stop_on_miss = stop_on_miss
+        self.control = control
+        self.control_seed = control_seed
+        self.monitor = monitor
+
+    def check_resume(self, resume: str | None) -> None:
+        if resume and not (Path(resume) / "lottery.json").is_file():
+            raise ConfigError(f"resume={resume} has no lottery.json: give the run dir of an interrupted lottery run")
+
+    # ---- weights ----
+    @staticmethod
+    def _rewind(model: nn.Module, theta0: dict[str, Tensor]) -> None:
+        """Every parameter back to theta_0 (``weight_orig`` of a pruned module included)."""
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.copy_(theta0[_plain(name)])
+
+    @staticmethod
+    def _params(model: nn.Module) -> dict[str, Tensor]:
+        """A copy of every parameter, keyed as in an unpruned model."""
+        return {_plain(n): p.detach().clone() for n, p in model.named_parameters()}
+
+    def _round_stop(self) -> list[L.Callback]:
+        if self.target is None:
+            return []
+        return [EarlyStopping(monitor=self.monitor, mode="max", stopping_threshold=self.target, patience=10**9,
+                              check_finite=False)]
+
+    def _train_round(
+        self, name: str, make_trainer: TrainerFactory, module: L.LightningModule, datamodule: L.LightningDataModule,
+        out_dir: Path, dense: bool,
+    ) -> tuple[dict[str, Any], Path]:
+        run_dir = out_dir / name
+        trainer = make_trainer(run_dir, [] if dense else self._round_stop())
+        if not dense:
+            trainer.fit_loop.max_epochs = self.round_epoch_cap
+        final = fit_and_test(trainer, module, datamodule)
+        record = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+        epochs = len(record.get("epochs") or []) or trainer.current_epoch
+        acc = final.get("test/acc", float("nan"))
+        return {"epochs": epochs, **final, "reached": None if self.target is None else acc >= self.target}, run_dir
+
+    def run(
+        self,
+        make_trainer: TrainerFactory,
+        module: L.LightningModule,
+        datamodule: L.LightningDataModule,
+        out_dir: Path,
+        resume: str | None = None,
+    ) -> dict[str, float]:
+        model = getattr(module, "model", module)
+        named = prunable(model)
+        modules = [m for _, m in named]
+        total = sum(m.weight.numel() for m in modules)
+        template = copy.deepcopy(model)  # unpruned, for the control's fresh init
+        if resume:
+            previous = Path(resume)
+            theta0 = torch.load(previous / "theta0.pt")
+            state = json.loads((previous / "lottery.json").read_text())
+            state.pop("control", None)
+            last = state["rounds"][-1]
+            ticket = torch.load(previous / f"round_{last['round']:02d}" / "ticket.pt")
+            apply_masks(modules, ticket["masks"])
+            self._rewind(model, ticket["trained"])
+            start = last["round"] + 1
+            if self.stop_on_miss and last.get("reached") is False:
+                start = self.rounds
+        else:
+            theta0 = {k: v.clone() for k, v in model.state_dict().items()}
+            state = {"prune_percent": self.prune_percent, "target": self.target, "rounds": []}
+            start = 0
+        torch.save(theta0, out_dir / "theta0.pt")
+
+        for k in range(start, self.rounds):
+            masks = current_masks(modules)
+            if k > 0:
+                masks = percentile_masks(current_weights(modules), self.prune_percent, masks)
+                self._rewind(model, theta0)
+                apply_masks(modules, masks)
+            initial = self._params(model)
+            result, run_dir = self._train_round(f"round_{k:02d}", make_trainer, module, datamodule, out_dir, dense=k == 0)
+            kept = int(sum(int(m.sum()) for m in masks))
+            state["rounds"].append({"round": k, "kept": kept, "sparsity": 1 - kept / total, **result})
+            trained = self._params(model)
+            torch.save({"masks": [m.cpu() for m in masks], "initial": initial, "trained": trained}, run_dir / "ticket.pt")
+            (out_dir / "lottery.json").write_text(json.dumps(state, indent=2))
+            if self.stop_on_miss and result["reached"] is False and k > 0:
+                break
+
+        winners = [r for r in state["rounds"] if r["reached"] is not False and r["round"] > 0]
+        winner = (winners or state["rounds"])[-1]
+        if self.control and winner["round"] > 0:
+            ticket = torch.load(out_dir / f"round_{winner['round']:02d}" / "ticket.pt")
+            torch.manual_seed(self.control_seed)
+            for m in template.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+            self._rewind(model, template.state_dict())
+            apply_masks(modules, ticket["masks"])
+            result, _ = self._train_round("control", make_trainer, module, datamodule, out_dir, dense=False)
+            state["control"] = {"round": winner["round"], "kept": winner["kept"], "sparsity": winner["sparsity"], **result}
+            (out_dir / "lottery.json").write_text(json.dumps(state, indent=2))
+        state["winner"] = winner
+        (out_dir / "lottery.json").write_text(json.dumps(state, indent=2))
+        test = {k: v for k, v in winner.items() if k.startswith("test/")}
+        summary = {"status": "completed", "epochs": [], "test": test, "lottery": state}
+        (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+        self._plot(state, out_dir)
+        return test
+
+    def _plot(self, state: dict[str, Any], out_dir: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rounds = state["rounds"]
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        ax.plot([100 * r["sparsity"] for r in rounds], [r["test/acc"] for r in rounds], marker="o", label="IMP, rewound to theta_0")
+        if "control" in state:
+            c = state["control"]
+            ax.plot([100 * c["sparsity"]], [c["test/acc"]], marker="x", color="k", linestyle="none", markersize=10,
+                    label="random reinit (control)")
+        if self.target is not None:
+            ax.axhline(self.target, color="r", linestyle=":", label=f"target {self.target:g}")
+        ax.set_xlabel("sparsity (%)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title("Iterative magnitude pruning")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / "lottery.png", dpi=120)
+        plt.close(fig)
+        control = out_dir / "control" / "metrics.json"
+        if control.exists():
+            epochs = json.loads(control.read_text())["epochs"]
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for key in ("test/acc", "train/acc"):
+                if epochs and key in epochs[0]:
+                    ax.plot([e["epoch"] + 1 for e in epochs], [e[key] for e in epochs], marker=".", label=key)
+            if self.target is not None:
+                ax.axhline(self.target, color="r", linestyle=":", label=f"target {self.target:g}")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("accuracy")
+            ax.set_title("Control: winning mask, fresh random init")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            fig.savefig(out_dir / "control_curve.png", dpi=120)
+            plt.close(fig)

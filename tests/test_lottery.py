@@ -1,0 +1,70 @@
+"""Lottery tickets: IMP counts, exact rewinding, fixed masks, the control, resume at the round."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparse_lab.app import train
+from tests.conftest import make_cfg
+from tests.helpers import SimulatedCrash
+
+LTH = ["method=lottery", "model.hidden=[8,4]", "epochs=2", "lr=1e-2", "data.val_size=0", "data.test_each_epoch=true",
+       "method.protocol.rounds=4", "method.protocol.round_epoch_cap=2", "target_acc=0.3"]
+
+
+def lottery(run: Path) -> dict:
+    return json.loads((run / "lottery.json").read_text())
+
+
+def test_rounds_prune_by_the_reference_counts_rewind_exactly_and_keep_masks(tmp_path: Path) -> None:
+    final = train(make_cfg(tmp_path, *LTH))
+    state = lottery(tmp_path)
+    assert [r["kept"] for r in state["rounds"]] == [6344, 5075, 4060, 3248]
+    assert all(r["reached"] for r in state["rounds"])
+    theta0 = torch.load(tmp_path / "theta0.pt")
+    previous = None
+    for k in range(4):
+        ticket = torch.load(tmp_path / f"round_{k:02d}" / "ticket.pt")
+        weights = ["net.1.weight", "net.3.weight", "net.5.weight"]
+        for name, mask in zip(weights, ticket["masks"]):
+            assert torch.equal(ticket["initial"][name], theta0[name])  # rewound: theta_0 (the mask is separate)
+            assert (ticket["trained"][name][~mask] == theta0[name][~mask]).all()  # pruned: never trained
+        for name in ("net.1.bias", "net.3.bias", "net.5.bias"):
+            assert torch.equal(ticket["initial"][name], theta0[name])
+        if previous is not None:
+            assert all(not (m & ~p).any() for m, p in zip(ticket["masks"], previous))  # masks only shrink
+        previous = ticket["masks"]
+    control = state["control"]
+    assert control["round"] == 3 and control["kept"] == 3248 and "test/acc" in control
+    assert final["test/acc"] == pytest.approx(state["rounds"][-1]["test/acc"])
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["status"] == "completed" and summary["lottery"]["winner"]["round"] == 3
+    for png in ("lottery.png", "control_curve.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_missed_target_stops_the_rounds(tmp_path: Path) -> None:
+    train(make_cfg(tmp_path, *LTH[:-1], "target_acc=1.0", "method.protocol.control=false"))
+    state = lottery(tmp_path)
+    assert len(state["rounds"]) == 2 and state["rounds"][1]["reached"] is False  # round 0 is dense training
+    assert state["rounds"][1]["epochs"] == 2  # trained to the cap
+
+
+def test_resumed_lottery_equals_an_uninterrupted_one(tmp_path: Path) -> None:
+    train(make_cfg(tmp_path / "whole", *LTH, "method.protocol.control=false"))
+    crashed = tmp_path / "crashed"
+    with pytest.raises(SimulatedCrash):
+        train(make_cfg(crashed, *LTH, "method.protocol.control=false",
+                       "+callbacks.crash._target_=tests.helpers.CrashInRun", "+callbacks.crash.run_name=round_02"))
+    assert len(lottery(crashed)["rounds"]) == 2
+    train(make_cfg(tmp_path / "resumed", *LTH, "method.protocol.control=false", f"resume={crashed}"))
+    whole, resumed = lottery(tmp_path / "whole"), lottery(tmp_path / "resumed")
+    strip = lambda rounds: [{k: v for k, v in r.items()} for r in rounds]  # noqa: E731
+    assert strip(resumed["rounds"]) == strip(whole["rounds"])
+    a = torch.load(tmp_path / "whole" / "round_03" / "ticket.pt")["trained"]
+    b = torch.load(tmp_path / "resumed" / "round_03" / "ticket.pt")["trained"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
