@@ -68,3 +68,14 @@ def test_resumed_lottery_equals_an_uninterrupted_one(tmp_path: Path) -> None:
     a = torch.load(tmp_path / "whole" / "round_03" / "ticket.pt")["trained"]
     b = torch.load(tmp_path / "resumed" / "round_03" / "ticket.pt")["trained"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_late_rewinding_rewinds_to_the_weights_after_k_steps(tmp_path: Path) -> None:
+    train(make_cfg(tmp_path, *LTH, "method.protocol.rounds=2", "method.protocol.control=false",
+                   "method.protocol.rewind_step=3"))
+    theta = torch.load(tmp_path / "theta0.pt")
+    round0 = torch.load(tmp_path / "round_00" / "ticket.pt")
+    round1 = torch.load(tmp_path / "round_01" / "ticket.pt")
+    assert not torch.equal(theta["net.1.weight"], round0["initial"]["net.1.weight"])  # not theta_0 ...
+    assert not torch.equal(theta["net.1.weight"], round0["trained"]["net.1.weight"])  # ... nor the trained weights
+    assert all(torch.equal(round1["initial"][k], theta[k]) for k in theta)

@@ -157,4 +157,20 @@ def test_oneshot_levels_are_averaged_over_seeds(tmp_path: Path) -> None:
     assert main([str(tmp_path), "--target", "0.8"]) == 0
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| 50 | 3172 | 50.0% | 0.7500 ± 0.0707 | 0.7000 | 0.8000 | 2 |" in md
-    assert (tmp_path / "report" / "oneshot_accuracy_vs_sparsity.png").exists()
+    assert (tmp_path / "report" / "pruning_accuracy_vs_sparsity.png").exists()
+
+
+def test_lottery_rounds_are_tabled_and_plotted(tmp_path: Path) -> None:
+    fake_run(tmp_path, "0", ["seed=0"], 0.81)
+    path = tmp_path / "0" / "metrics.json"
+    record = json.loads(path.read_text())
+    record["lottery"] = {
+        "rounds": [{"round": 0, "kept": 6344, "sparsity": 0.0, "epochs": 10, "test/acc": 0.83, "reached": True},
+                   {"round": 1, "kept": 5075, "sparsity": 0.2, "epochs": 3, "test/acc": 0.81, "reached": True}],
+        "control": {"round": 1, "kept": 5075, "sparsity": 0.2, "epochs": 40, "test/acc": 0.78, "reached": False},
+    }
+    path.write_text(json.dumps(record))
+    assert main([str(tmp_path), "--target", "0.8"]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| 1 | 5075 | 20.0% | 3 | 0.8100 | True |" in md and "| control | 5075 | 20.0% | 40 | 0.7800 | False |" in md
+    assert (tmp_path / "report" / "pruning_accuracy_vs_sparsity.png").exists()

@@ -17,6 +17,19 @@ from sparse_lab.protocols.train import Train, TrainerFactory, fit_and_test
 from sparse_lab.sparsity import apply_masks, current_masks, current_weights, percentile_masks, prunable
 
 
+class _Snapshot(L.Callback):
+    """Copies the model's parameters when ``trainer.global_step`` reaches ``step`` (late rewinding)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.state: dict[str, Tensor] | None = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step and self.state is None:
+            model = getattr(pl_module, "model", pl_module)
+            self.state = {_plain(n): p.detach().clone() for n, p in model.named_parameters()}
+
+
 def _plain(name: str) -> str:
     return name.replace("weight_orig", "weight")
 
@@ -24,7 +37,8 @@ def _plain(name: str) -> str:
 class LotteryTicket(Train):
     """Round 0 trains the dense net for the trainer's ``max_epochs``. Each later round prunes
     ``prune_percent`` % of the remaining weights (one global percentile threshold over the active
-    weights, strict ``<``), rewinds every surviving weight and bias to its initial value theta_0,
+    weights, strict ``<``), rewinds every surviving weight and bias to its initial value theta_0
+    (``rewind_step=k``: to its value after k steps of round 0, "late rewinding"),
     and retrains with the mask fixed until test accuracy reaches ``target`` (or for
     ``round_epoch_cap`` epochs; with ``target=None`` always for the cap). Every round sees the same
     data order. It stops after ``rounds`` rounds, or (``stop_on_miss``) after the first round that
@@ -48,6 +62,7 @@ class LotteryTicket(Train):
         control: bool = True,
         control_seed: int = 1000,
         monitor: str = "test/acc",
+        rewind_step: int = 0,
     ) -> None:
         if rounds < 1 or not 0 < prune_percent < 100 or round_epoch_cap < 1:
             raise ConfigError("lottery needs rounds >= 1, 0 < prune_percent < 100 and round_epoch_cap >= 1")
@@ -59,6 +74,7 @@ class LotteryTicket(Train):
         self.control = control
         self.control_seed = control_seed
         self.monitor = monitor
+        self.rewind_step = rewind_step
 
     def check_resume(self, resume: str | None) -> None:
         if resume and not (Path(resume) / "lottery.json").is_file():
@@ -85,10 +101,10 @@ class LotteryTicket(Train):
 
     def _train_round(
         self, name: str, make_trainer: TrainerFactory, module: L.LightningModule, datamodule: L.LightningDataModule,
-        out_dir: Path, dense: bool,
+        out_dir: Path, dense: bool, extra: list[L.Callback] | None = None,
     ) -> tuple[dict[str, Any], Path]:
         run_dir = out_dir / name
-        trainer = make_trainer(run_dir, [] if dense else self._round_stop())
+        trainer = make_trainer(run_dir, (extra or []) + ([] if dense else self._round_stop()))
         if not dense:
             trainer.fit_loop.max_epochs = self.round_epoch_cap
         final = fit_and_test(trainer, module, datamodule)
@@ -135,7 +151,15 @@ class LotteryTicket(Train):
                 self._rewind(model, theta0)
                 apply_masks(modules, masks)
             initial = self._params(model)
-            result, run_dir = self._train_round(f"round_{k:02d}", make_trainer, module, datamodule, out_dir, dense=k == 0)
+            snapshot = _Snapshot(self.rewind_step) if k == 0 and self.rewind_step > 0 else None
+            result, run_dir = self._train_round(
+                f"round_{k:02d}", make_trainer, module, datamodule, out_dir, dense=k == 0, extra=[snapshot] if snapshot else None
+            )
+            if snapshot is not None:
+                if snapshot.state is None:
+                    raise ConfigError(f"rewind_step={self.rewind_step} is past the end of round 0's training")
+                theta0 = snapshot.state
+                torch.save(theta0, out_dir / "theta0.pt")
             kept = int(sum(int(m.sum()) for m in masks))
             state["rounds"].append({"round": k, "kept": kept, "sparsity": 1 - kept / total, **result})
             trained = self._params(model)

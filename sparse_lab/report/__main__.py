@@ -90,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['test/acc min']:.4f} | {r['test/acc max']:.4f} | {r['n']} |\n"
             for r in levels
         )
+    for run in runs:
+        state = run.metrics.get("lottery")
+        if state:
+            text += f"\n## Lottery ticket rounds ({run.path})\n\n| round | kept | sparsity | epochs | test/acc | reached target |\n|---|---|---|---|---|---|\n"
+            for r in state["rounds"] + ([{**state["control"], "round": "control"}] if "control" in state else []):
+                text += (f"| {r['round']} | {r['kept']} | {100 * r['sparsity']:.1f}% | {r['epochs']} | {r['test/acc']:.4f} "
+                         f"| {r.get('reached')} |\n")
     figures = make_figures(runs, keys, rows, out, target=args.target)
     text += "".join(f"\n![{name}]({name}.png)\n" for name in figures)
     (out / "report.md").write_text(f"# Report: {args.dir}\n\n{len(runs)} runs.\n\n{text}")

@@ -170,20 +170,33 @@ def oneshot_levels(runs: Sequence[Run]) -> list[dict]:
     return out
 
 
-def oneshot_figure(levels: Sequence[dict], target: float | None) -> Figure | None:
-    """One-shot accuracy (mean, std and range over runs) against sparsity, with the target line."""
-    if not levels:
+def pruning_figure(levels: Sequence[dict], runs: Sequence[Run], target: float | None) -> Figure | None:
+    """Accuracy against sparsity: one-shot levels (mean, std and range over runs) and each lottery
+    run's IMP rounds with its random-reinit control; the target as a line."""
+    lotteries = [r for r in runs if r.metrics.get("lottery")]
+    if not levels and not lotteries:
         return None
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    xs = [100 * r["sparsity"] for r in levels]
-    ax.errorbar(xs, [r["test/acc mean"] for r in levels], yerr=[r["test/acc std"] for r in levels], marker="o",
-                capsize=3, label=f"one-shot (mean ± std of {levels[0]['n']})")
-    ax.fill_between(xs, [r["test/acc min"] for r in levels], [r["test/acc max"] for r in levels], alpha=0.2, label="range")
+    if levels:
+        xs = [100 * r["sparsity"] for r in levels]
+        ax.errorbar(xs, [r["test/acc mean"] for r in levels], yerr=[r["test/acc std"] for r in levels], marker="o",
+                    capsize=3, label=f"one-shot (mean ± std of {levels[0]['n']})")
+        ax.fill_between(xs, [r["test/acc min"] for r in levels], [r["test/acc max"] for r in levels], alpha=0.2,
+                        label="one-shot range")
+    for run in lotteries:
+        state = run.metrics["lottery"]
+        rounds = state["rounds"]
+        ax.plot([100 * r["sparsity"] for r in rounds], [r["test/acc"] for r in rounds], marker="s",
+                label=f"IMP rounds ({run.path.name})")
+        if "control" in state:
+            c = state["control"]
+            ax.plot([100 * c["sparsity"]], [c["test/acc"]], marker="x", markersize=10, color="k", linestyle="none",
+                    label="random reinit control")
     if target is not None:
         ax.axhline(target, color="r", linestyle=":", label=f"target {target:g}")
     ax.set_xlabel("sparsity (%)")
     ax.set_ylabel("test accuracy")
-    ax.set_title("Accuracy vs sparsity, one-shot magnitude pruning")
+    ax.set_title("Accuracy vs sparsity, magnitude pruning")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -202,7 +215,7 @@ def make_figures(
         figures["accuracy_vs_sparsity"] = metric_vs_sparsity(rows, target)
     figures["sparsity_per_layer"] = layer_bars(runs, keys, "sparsity")
     figures["density_per_layer"] = layer_bars(runs, keys, "updates/density")
-    figures["oneshot_accuracy_vs_sparsity"] = oneshot_figure(oneshot_levels(runs), target)
+    figures["pruning_accuracy_vs_sparsity"] = pruning_figure(oneshot_levels(runs), runs, target)
     if "paths" in keys:
         figures["accuracy_vs_paths"] = metric_vs(rows, "paths", ACC)
         figures["density_vs_paths"] = metric_vs(rows, "paths", "updates/density")
