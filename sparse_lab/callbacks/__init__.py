@@ -2,11 +2,13 @@
 
 from sparse_lab.callbacks.gradient_mask import RandomWalkGradientMask
 from sparse_lab.callbacks.metrics_json import MetricsJSONWriter, peak_memory_mb
+from sparse_lab.callbacks.pruning_schedule import PruningSchedule
 from sparse_lab.callbacks.update_stats import UpdateStats
 from sparse_lab.callbacks.weight_stats import WeightStatistics, weight_statistics
 
 __all__ = [
     "MetricsJSONWriter",
+    "PruningSchedule",
     "RandomWalkGradientMask",
     "UpdateStats",
     "WeightStatistics",

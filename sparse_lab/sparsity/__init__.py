@@ -10,11 +10,17 @@ from sparse_lab.sparsity.magnitude import (
     prunable,
     sparsity_report,
 )
-from sparse_lab.sparsity.masks import count_nonzero, mask_gradients
+from sparse_lab.sparsity.masks import count_nonzero, mask_gradients, mask_optimizer_state
 from sparse_lab.sparsity.random_walk import RandomWalkMask, linear_chain
+from sparse_lab.sparsity.schedules import CubicSchedule, LinearEpochSchedule, LinearExactSchedule, OneShotAtSchedule
 from sparse_lab.sparsity.row_sparse import RowSparseLinear, use_row_sparse_backward
 
 __all__ = [
+    "CubicSchedule",
+    "LinearEpochSchedule",
+    "LinearExactSchedule",
+    "OneShotAtSchedule",
+    "mask_optimizer_state",
     "apply_masks",
     "current_masks",
     "current_weights",

@@ -20,3 +20,11 @@ def count_nonzero(tensors: Sequence[Tensor]) -> Tensor:
     """Nonzero entries per tensor, shape ``(len(tensors),)``, without leaving the device."""
     # count_nonzero per tensor beats torch._foreach_norm(ord=0), which has no fast kernel.
     return torch.stack([t.count_nonzero() for t in tensors])
+
+
+def mask_optimizer_state(optimizer: torch.optim.Optimizer, params: Sequence[Tensor], masks: Sequence[Tensor]) -> None:
+    """Zero the optimizer's per-parameter buffers (momentum, Adam moments) where ``masks`` is False."""
+    for param, mask in zip(params, masks):
+        for value in optimizer.state.get(param, {}).values():
+            if isinstance(value, Tensor) and value.shape == param.shape:
+                value.mul_(mask.to(value.dtype))

@@ -1,0 +1,84 @@
+"""Progressive pruning: schedule values, exact kept counts, no regrowth, pruned weights stay zero."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from sparse_lab.app import train
+from sparse_lab.sparsity import CubicSchedule, LinearEpochSchedule, LinearExactSchedule, OneShotAtSchedule
+from tests.conftest import make_cfg
+
+
+def test_linear_epoch_is_the_reference_schedule_with_its_off_by_one() -> None:
+    cifar = LinearEpochSchedule(0.8, 200)
+    assert [cifar(e) for e in (0, 1, 100)] == pytest.approx([0.0, 0.004, 0.4])
+    assert cifar(199) == pytest.approx(0.796)  # the reference's 79.6%
+    assert LinearEpochSchedule(0.77, 30)(29) == pytest.approx(0.77 * 29 / 30)  # 74.4%
+    assert round(100 * LinearEpochSchedule(0.77, 30)(29), 1) == 74.4
+
+
+def test_linear_exact_reaches_the_target_and_oneshot_at_jumps() -> None:
+    s = LinearExactSchedule(0.9, 5)
+    assert [s(e) for e in range(5)] == pytest.approx([0.0, 0.225, 0.45, 0.675, 0.9])
+    o = OneShotAtSchedule(0.5, 2)
+    assert [o(e) for e in range(4)] == [0.0, 0.0, 0.5, 0.5]
+
+
+def test_cubic_schedule_values_and_update_steps() -> None:
+    c = CubicSchedule(0.8, start_step=10, end_step=110, frequency=25)
+    assert c(0, 5) == 0.0 and c(0, 10) == pytest.approx(0.0)
+    assert c(0, 60) == pytest.approx(0.8 - 0.8 * 0.5**3)
+    assert c(0, 110) == 0.8 and c(0, 500) == 0.8
+    assert [t for t in range(200) if c.is_update_step(t)] == [10, 35, 60, 85, 110]
+
+
+class CheckPruned(Callback):
+    """After every optimizer step: pruned weights are exactly zero and masks never regrow."""
+
+    def __init__(self) -> None:
+        self.previous: list[torch.Tensor] | None = None
+        self.kept: list[int] = []
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        from sparse_lab.sparsity import current_masks, prunable
+
+        modules = [m for _, m in prunable(pl_module.model)]
+        masks = current_masks(modules)
+        for m, mask in zip(modules, masks):
+            assert (m.weight_orig * m.weight_mask)[~mask].abs().sum() == 0
+            assert (m.weight_orig.grad[~mask] == 0).all()
+        if self.previous is not None:
+            assert all(not (new & ~old).any() for new, old in zip(masks, self.previous))
+        self.previous = masks
+        if batch_idx == 0:
+            self.kept.append(int(sum(int(m.sum()) for m in masks)))
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_progressive_run_keeps_exact_counts_with_momentum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scope: str) -> None:
+    check = CheckPruned()
+    import sparse_lab.app as app
+
+    original = app.build_callbacks
+    monkeypatch.setattr(app, "build_callbacks", lambda cfg: [*original(cfg), check])
+    train(make_cfg(
+        tmp_path, "method=progressive", "sparsity=0.8", "epochs=4", "model.hidden=[32,16]",
+        f"method.callbacks.pruning_schedule.scope={scope}",
+        "method.module.optimizer._target_=torch.optim.SGD", "~method.module.optimizer.fused",
+        "+method.module.optimizer.momentum=0.9", "+method.module.optimizer.weight_decay=5e-4", "lr=0.05",
+    ))
+    n = 784 * 32 + 32 * 16 + 16 * 10
+    if scope == "global":
+        assert check.kept == [round((1 - s) * n) for s in (0.0, 0.2, 0.4, 0.6)]
+    else:
+        per_layer = [784 * 32, 32 * 16, 16 * 10]
+        assert check.kept == [sum(round((1 - s) * k) for k in per_layer) for s in (0.0, 0.2, 0.4, 0.6)]
+    row = json.loads((tmp_path / "metrics.json").read_text())["epochs"][-1]
+    assert row["sparsity/global"] == pytest.approx(1 - check.kept[-1] / n)
+    assert {"sparsity/net.1", "sparsity/net.3", "sparsity/net.5"} <= row.keys()
