@@ -82,3 +82,36 @@ def test_progressive_run_keeps_exact_counts_with_momentum(tmp_path: Path, monkey
     row = json.loads((tmp_path / "metrics.json").read_text())["epochs"][-1]
     assert row["sparsity/global"] == pytest.approx(1 - check.kept[-1] / n)
     assert {"sparsity/net.1", "sparsity/net.3", "sparsity/net.5"} <= row.keys()
+
+
+def test_resnet18_shapes_and_reference_size() -> None:
+    from sparse_lab.models import ResNet18
+
+    net = ResNet18((3, 32, 32), 10)
+    assert sum(p.numel() for p in net.parameters()) == 11_173_962  # the CIFAR ResNet-18
+    small = ResNet18((1, 32, 32), 10, width=8)
+    assert small(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+SHORT = ["hardware=cpu", "model.width=4", "epochs=2", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
+         "+trainer.limit_test_batches=2", "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false"]
+
+
+def test_cifar10_preset_runs_end_to_end_on_a_built_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sparse_lab.data import CIFAR10DataModule
+    from tests.test_data import _fake_cifar
+
+    monkeypatch.setattr(CIFAR10DataModule, "dataset_cls", _fake_cifar(tmp_path / "data", n_train=1000, n_test=100))
+    train(make_cfg(tmp_path / "run", "experiment=progressive_cifar10", f"data.data_dir={tmp_path / 'data'}",
+                   "data.download=false", "data.val_size=110", "batch_size=32", *SHORT, fast=False))
+    row = json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"][-1]
+    assert row["sparsity/global"] == pytest.approx(0.8 / 2, abs=1e-4)  # linear_epoch at epoch 1 of 2
+    assert "val/acc" in row and "sparsity/fc" in row
+
+
+@pytest.mark.real_data
+def test_mnist_preset_runs_end_to_end(tmp_path: Path, real_data_dir: Path) -> None:
+    train(make_cfg(tmp_path, "experiment=progressive_mnist", f"data.data_dir={real_data_dir}", *SHORT, fast=False))
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "completed"
+    assert record["epochs"][-1]["sparsity/global"] == pytest.approx(0.77 / 2, abs=1e-4)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from sparse_lab.data.loader import TensorBatchLoader
@@ -34,6 +35,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
         test_each_epoch: bool = False,
         seed: int = 0,
         augment: Callable[[Tensor], Tensor] | None = None,
+        resize: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
@@ -47,6 +49,9 @@ class InMemoryImageDataModule(L.LightningDataModule):
         self.test_each_epoch = test_each_epoch
         self.seed = seed
         self.augment = augment
+        self.resize = resize  # square side to resize every batch to (bilinear, on device), e.g. MNIST -> 32
+        if resize is not None and hasattr(self, "input_shape"):
+            self.input_shape = (self.input_shape[0], resize, resize)  # type: ignore[assignment]
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self._norm: tuple[Tensor, Tensor] | None = None
 
@@ -90,6 +95,8 @@ class InMemoryImageDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch
         x = images.float()
+        if self.resize is not None and x.shape[-1] != self.resize:
+            x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
         if self.augment is not None and self.trainer is not None and self.trainer.training:
             x = self.augment(x)
         return self.normalize(x), labels

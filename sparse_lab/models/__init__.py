@@ -2,5 +2,6 @@
 
 from sparse_lab.models.cnn import SmallCNN
 from sparse_lab.models.mlp import MLP
+from sparse_lab.models.resnet import ResNet18
 
-__all__ = ["MLP", "SmallCNN"]
+__all__ = ["MLP", "ResNet18", "SmallCNN"]
