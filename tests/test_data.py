@@ -201,3 +201,23 @@ def test_augmentation_is_deterministic_under_a_seed_and_varies_per_sample() -> N
     assert torch.equal(a, b) and not torch.equal(a, c)
     changed = [(not torch.equal(a[i], x[i])) for i in range(64)]
     assert 0 < sum(changed) <= 64
+
+
+def test_reference_cifar_augmentations_keep_shape_range_and_are_seeded() -> None:
+    from sparse_lab.data import ColorJitter, RandomErasing, RandomRotation
+
+    x = torch.rand(16, 3, 32, 32) * 255
+    for t in (RandomRotation(15), ColorJitter(0.2, 0.2, 0.2, 0.1), RandomErasing(1.0, fill=(1.0, 2.0, 3.0))):
+        a, b = t(x, torch.Generator().manual_seed(0)), t(x, torch.Generator().manual_seed(0))
+        assert a.shape == x.shape and torch.equal(a, b)
+        assert a.min() >= 0 and a.max() <= 255 + 1e-3
+    zero = RandomRotation(0)(x, torch.Generator())
+    assert torch.allclose(zero, x, atol=1e-3)  # no angle, no change
+    erased = RandomErasing(1.0, fill=(1.0, 2.0, 3.0))(x, torch.Generator().manual_seed(1))
+    for i in range(16):  # exactly one rectangle per sample holds the fill
+        region = (erased[i, 0] == 1.0) & (erased[i, 1] == 2.0) & (erased[i, 2] == 3.0)
+        ys, xs = region.nonzero(as_tuple=True)
+        assert len(ys) == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+    assert torch.equal(RandomErasing(0.0)(x, torch.Generator()), x)
+    jitter = ColorJitter(0, 0, 0, 0)(x, torch.Generator())
+    assert torch.allclose(jitter, x, atol=1e-3)

@@ -1,6 +1,13 @@
 """LightningDataModules over in-memory uint8 tensors."""
 
-from sparse_lab.data.augment import BatchAugment, RandomCropWithPadding, RandomHorizontalFlip
+from sparse_lab.data.augment import (
+    BatchAugment,
+    ColorJitter,
+    RandomCropWithPadding,
+    RandomErasing,
+    RandomHorizontalFlip,
+    RandomRotation,
+)
 from sparse_lab.data.base import InMemoryImageDataModule
 from sparse_lab.data.loader import EpochPermutation, TensorBatchLoader
 from sparse_lab.data.synthetic import SyntheticDataModule
@@ -13,6 +20,9 @@ from sparse_lab.data.torchvision_sets import (
 
 __all__ = [
     "BatchAugment",
+    "ColorJitter",
+    "RandomErasing",
+    "RandomRotation",
     "CIFAR10DataModule",
     "EpochPermutation",
     "FashionMNISTDataModule",

@@ -10,9 +10,16 @@ from torch import Tensor
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
-from sparse_lab.data.augment import BatchAugment, RandomCropWithPadding, RandomHorizontalFlip
+from sparse_lab.data.augment import (
+    BatchAugment,
+    ColorJitter,
+    RandomCropWithPadding,
+    RandomErasing,
+    RandomHorizontalFlip,
+    RandomRotation,
+)
 from sparse_lab.data.base import InMemoryImageDataModule
-from sparse_lab.errors import DataNotFoundError
+from sparse_lab.errors import ConfigError, DataNotFoundError
 
 
 class TorchvisionDataModule(InMemoryImageDataModule):
@@ -100,10 +107,17 @@ class CIFAR10DataModule(TorchvisionDataModule):
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2470, 0.2435, 0.2616)
 
-    def __init__(self, augment: bool = True, **kwargs: Any) -> None:
+    def __init__(self, augment: bool | str = True, **kwargs: Any) -> None:
+        """``augment``: ``True``/``"crop_flip"`` (crop with padding 4, flip), ``"reference"`` (the SPEC's:
+        also rotation 15, color jitter (0.2, 0.2, 0.2, 0.1) and random erasing), or ``False``."""
         seed = kwargs.get("seed", 0)
-        aug = BatchAugment(RandomCropWithPadding(4), RandomHorizontalFlip(0.5), seed=seed) if augment else None
-        super().__init__(augment=aug, **kwargs)
+        steps = [RandomCropWithPadding(4), RandomHorizontalFlip(0.5)]
+        if augment == "reference":
+            mean_pixel = tuple(255 * m for m in self.mean)
+            steps += [RandomRotation(15), ColorJitter(0.2, 0.2, 0.2, 0.1), RandomErasing(0.5, fill=mean_pixel)]
+        elif augment not in (True, False, "crop_flip"):
+            raise ConfigError(f"data.augment={augment!r} is not one of true, false, crop_flip, reference")
+        super().__init__(augment=BatchAugment(*steps, seed=seed) if augment else None, **kwargs)
 
     def expected_files(self) -> list[tuple[Path, str | None]]:
         cls = self.dataset_cls
