@@ -1,0 +1,63 @@
+"""Progressive pruning against dense training of the same model: training step time.
+
+One epoch each of ``method=full`` and ``method=progressive sparsity=0.9`` (pruning at every epoch
+start, masks enforced by torch.nn.utils.prune in every forward), interleaved ``--repeats`` times in
+the same process; ratio of the median epoch times. Usage::
+
+    python benchmarks/pruning_overhead.py [--repeats 5] [--data mnist|synthetic] [--model mlp|resnet18] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from epoch_time import framework_config, run_framework  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--data", choices=["mnist", "synthetic"], default=None, help="default: mnist if present")
+    parser.add_argument("--model", default="mlp", help="a model config name; resnet18 runs at model.width=8")
+    parser.add_argument("--out", default="benchmarks/results/pruning_overhead.json")
+    args = parser.parse_args()
+    data = args.data
+    if data is None:
+        root = os.environ.get("SPARSE_LAB_DATA", "./data")
+        data = "mnist" if (Path(root) / "MNIST" / "raw").exists() else "synthetic"
+    model = [f"model={args.model}"] + (["model.width=8", "+trainer.limit_train_batches=100"] if args.model == "resnet18" else [])
+    variants = {"dense": ["method=full", *model], "progressive": ["method=progressive", "sparsity=0.9", *model]}
+    tmp = tempfile.mkdtemp(prefix="sparse_lab_prune_bench_")
+    epoch_s: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(args.repeats):
+        for name, overrides in variants.items():
+            epoch_s[name].append(run_framework(framework_config(data, f"{tmp}/{name}_{r}", overrides))[0])
+            print(f"repeat {r}: {name:12s} epoch {epoch_s[name][-1]:.3f} s", flush=True)
+    result = {
+        "benchmark": "pruning_overhead",
+        "data": data,
+        "model": args.model,
+        "repeats": args.repeats,
+        "epoch_s": epoch_s,
+        "median_dense_s": statistics.median(epoch_s["dense"]),
+        "median_progressive_s": statistics.median(epoch_s["progressive"]),
+        "ratio": statistics.median(epoch_s["progressive"]) / statistics.median(epoch_s["dense"]),
+        "target_ratio": 1.15,
+        "torch": torch.__version__,
+    }
+    print(json.dumps({k: result[k] for k in ("median_dense_s", "median_progressive_s", "ratio")}, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
