@@ -93,8 +93,9 @@ def test_resnet18_shapes_and_reference_size() -> None:
     assert small(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 
 
-SHORT = ["hardware=cpu", "model.width=4", "epochs=2", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
-         "+trainer.limit_test_batches=2", "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false"]
+# The full-size presets (ResNet-18 at width 64) on a few batches of a subset.
+SHORT = ["hardware=cpu", "epochs=2", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+         "+trainer.limit_test_batches=1", "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false"]
 
 
 def test_cifar10_preset_runs_end_to_end_on_a_built_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,6 +108,7 @@ def test_cifar10_preset_runs_end_to_end_on_a_built_archive(tmp_path: Path, monke
     row = json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"][-1]
     assert row["sparsity/global"] == pytest.approx(0.8 / 2, abs=1e-4)  # linear_epoch at epoch 1 of 2
     assert "val/acc" in row and "sparsity/fc" in row
+    assert row["sparsity/kept"] == round((1 - 0.4) * 11_164_352)  # prunable: every conv and the final Linear
 
 
 @pytest.mark.real_data
