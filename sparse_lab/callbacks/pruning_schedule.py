@@ -13,6 +13,7 @@ from sparse_lab.sparsity import (
     current_masks,
     current_weights,
     keep_largest,
+    keep_largest_per_layer,
     mask_optimizer_state,
     prunable,
     sparsity_report,
@@ -46,7 +47,7 @@ class PruningSchedule(Callback):
         if self.scope == "global":
             new = keep_largest(weights, round((1 - sparsity) * self.total), masks)
         else:
-            new = [keep_largest([w], round((1 - sparsity) * w.numel()), [m])[0] for w, m in zip(weights, masks)]
+            new = keep_largest_per_layer(weights, 1 - sparsity, masks)
         apply_masks(self.modules, new)
         for optimizer in trainer.optimizers:
             mask_optimizer_state(optimizer, [m.weight_orig for m in self.modules], current_masks(self.modules))

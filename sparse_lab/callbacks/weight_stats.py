@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from sparse_lab.plots import decorate, new_axes, save
 from sparse_lab.sparsity import current_weights, prunable
 
 THRESHOLDS = (0.001, 0.01, 0.05, 0.1)
@@ -38,20 +39,12 @@ class WeightStatistics(Callback):
 
     @staticmethod
     def _histogram(flat: Tensor, stats: dict[str, Any], out: Path, trainer: L.Trainer) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = new_axes((6, 4))
         ax.hist(flat.numpy(), bins=100)
-        ax.set_xlabel("weight")
-        ax.set_ylabel("count")
-        ax.set_title(f"{int(stats['count'])} weights: mean {stats['mean']:.4f}, std {stats['std']:.3f}, "
-                     f"{100 * stats['below_0.1']:.1f}% |w|<0.1", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(out / "weight_histogram.png", dpi=120)
-        plt.close(fig)
+        title = (f"{int(stats['count'])} weights: mean {stats['mean']:.4f}, std {stats['std']:.3f}, "
+                 f"{100 * stats['below_0.1']:.1f}% |w|<0.1")
+        decorate(ax, "weight", "count", title, legend=False)
+        save(fig, out / "weight_histogram.png")
         experiment = getattr(trainer.logger, "experiment", None)
         if hasattr(experiment, "add_histogram"):
             experiment.add_histogram("weights/prunable", flat, global_step=trainer.global_step)

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from torch import Tensor, nn
 
 from sparse_lab.errors import ConfigError
+from sparse_lab.plots import decorate, new_axes, save
 from sparse_lab.protocols.train import Train, TrainerFactory, fit_and_test
 from sparse_lab.sparsity import apply_masks, current_masks, current_weights, percentile_masks, prunable
 
@@ -190,42 +191,21 @@ class LotteryTicket(Train):
         return test
 
     def _plot(self, state: dict[str, Any], out_dir: Path) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         rounds = state["rounds"]
-        fig, ax = plt.subplots(figsize=(6, 4.2))
+        fig, ax = new_axes()
         ax.plot([100 * r["sparsity"] for r in rounds], [r["test/acc"] for r in rounds], marker="o", label="IMP, rewound to theta_0")
         if "control" in state:
             c = state["control"]
             ax.plot([100 * c["sparsity"]], [c["test/acc"]], marker="x", color="k", linestyle="none", markersize=10,
                     label="random reinit (control)")
-        if self.target is not None:
-            ax.axhline(self.target, color="r", linestyle=":", label=f"target {self.target:g}")
-        ax.set_xlabel("sparsity (%)")
-        ax.set_ylabel("test accuracy")
-        ax.set_title("Iterative magnitude pruning")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / "lottery.png", dpi=120)
-        plt.close(fig)
+        decorate(ax, "sparsity (%)", "test accuracy", "Iterative magnitude pruning", self.target)
+        save(fig, out_dir / "lottery.png")
         control = out_dir / "control" / "metrics.json"
         if control.exists():
             epochs = json.loads(control.read_text())["epochs"]
-            fig, ax = plt.subplots(figsize=(6, 4))
+            fig, ax = new_axes((6, 4))
             for key in ("test/acc", "train/acc"):
                 if epochs and key in epochs[0]:
                     ax.plot([e["epoch"] + 1 for e in epochs], [e[key] for e in epochs], marker=".", label=key)
-            if self.target is not None:
-                ax.axhline(self.target, color="r", linestyle=":", label=f"target {self.target:g}")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("accuracy")
-            ax.set_title("Control: winning mask, fresh random init")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-            fig.tight_layout()
-            fig.savefig(out_dir / "control_curve.png", dpi=120)
-            plt.close(fig)
+            decorate(ax, "epoch", "accuracy", "Control: winning mask, fresh random init", self.target)
+            save(fig, out_dir / "control_curve.png")

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 
 from sparse_lab.callbacks.metrics_json import MetricsJSONWriter
+from sparse_lab.plots import decorate, new_axes, save
 from sparse_lab.protocols.train import TrainerFactory, Train, find_callback, fit_and_test, resume_checkpoint
 from sparse_lab.sparsity import current_weights, percentile_masks, prunable
 
@@ -62,23 +63,7 @@ class OneShotPruning(Train):
         return dense
 
     def _plot(self, rows: list[dict], out_dir: Path, trainer: L.Trainer) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4.2))
+        fig, ax = new_axes()
         ax.plot([100 * r["sparsity"] for r in rows], [r["test/acc"] for r in rows], marker="o", label="one-shot, no retraining")
-        if self.target is not None:
-            ax.axhline(self.target, color="r", linestyle=":", label=f"target {self.target:g}")
-        ax.set_xlabel("sparsity (%)")
-        ax.set_ylabel("test accuracy")
-        ax.set_title("One-shot magnitude pruning")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out_dir / "oneshot.png", dpi=120)
-        experiment = getattr(trainer.logger, "experiment", None)
-        if hasattr(experiment, "add_figure"):
-            experiment.add_figure("oneshot/accuracy_vs_sparsity", fig, close=False)
-        plt.close(fig)
+        decorate(ax, "sparsity (%)", "test accuracy", "One-shot magnitude pruning", self.target)
+        save(fig, out_dir / "oneshot.png", getattr(trainer.logger, "experiment", None), "oneshot/accuracy_vs_sparsity")

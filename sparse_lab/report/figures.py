@@ -6,13 +6,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from sparse_lab.report.runs import Run  # noqa: E402
+from sparse_lab.plots import decorate, plt, save
+from sparse_lab.report.runs import Run
 
 ACC = "test/acc"
 
@@ -58,7 +55,8 @@ def _by_method(rows: Sequence[dict], x_key: str, y_key: str) -> dict[str, list[t
 
 
 def metric_vs(
-    rows: Sequence[dict], x_key: str, y_key: str, baseline: str | None = "full", log_x: bool = True
+    rows: Sequence[dict], x_key: str, y_key: str, baseline: str | None = "full", log_x: bool = True,
+    target: float | None = None,
 ) -> Figure | None:
     """``y_key`` (mean and std over seeds) against ``x_key`` per method; ``baseline`` as a level."""
     series = _by_method(rows, x_key, y_key)
@@ -77,21 +75,13 @@ def metric_vs(
         ax.errorbar(xs, ys, yerr=es, marker="s", color="k", linestyle="none", label=baseline)
     if log_x:
         ax.set_xscale("log")
-    ax.set_xlabel(x_key)
-    ax.set_ylabel(y_key)
-    ax.set_title(f"{y_key} vs {x_key}")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    decorate(ax, x_key, y_key, f"{y_key} vs {x_key}", target)
     return fig
 
 
 def metric_vs_sparsity(rows: Sequence[dict], target: float | None) -> Figure | None:
     """Test accuracy against the swept ``sparsity`` per method, with the target accuracy as a line."""
-    fig = metric_vs(rows, "sparsity", ACC, baseline=None, log_x=False)
-    if fig is not None and target is not None:
-        fig.axes[0].axhline(target, color="r", linestyle=":", label=f"target {target:g}")
-        fig.axes[0].legend(fontsize=8)
-    return fig
+    return metric_vs(rows, "sparsity", ACC, baseline=None, log_x=False, target=target)
 
 
 def layer_bars(runs: Sequence[Run], keys: Sequence[str], prefix: str) -> Figure | None:
@@ -192,13 +182,7 @@ def pruning_figure(levels: Sequence[dict], runs: Sequence[Run], target: float | 
             c = state["control"]
             ax.plot([100 * c["sparsity"]], [c["test/acc"]], marker="x", markersize=10, color="k", linestyle="none",
                     label="random reinit control")
-    if target is not None:
-        ax.axhline(target, color="r", linestyle=":", label=f"target {target:g}")
-    ax.set_xlabel("sparsity (%)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Accuracy vs sparsity, magnitude pruning")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    decorate(ax, "sparsity (%)", "test accuracy", "Accuracy vs sparsity, magnitude pruning", target)
     return fig
 
 
@@ -224,7 +208,6 @@ def make_figures(
     saved = {}
     for name, fig in figures.items():
         if fig is not None:
-            fig.tight_layout()
-            fig.savefig(out / f"{name}.png", dpi=120)
+            save(fig, out / f"{name}.png", close=False)  # kept open for the TensorBoard images
             saved[name] = fig
     return saved

@@ -67,9 +67,9 @@ def keep_largest(weights: Sequence[Tensor], keep: int, masks: Sequence[Tensor] |
 
 
 def keep_largest_per_layer(weights: Sequence[Tensor], fraction: float, masks: Sequence[Tensor] | None = None) -> list[Tensor]:
-    """Per tensor, keep ``round(fraction * active)`` of its largest ``|w|``."""
+    """Per tensor, keep the ``round(fraction * numel)`` largest ``|w|`` among its active weights."""
     masks = masks or [torch.ones_like(w, dtype=torch.bool) for w in weights]
-    return [keep_largest([w], round(fraction * int(m.sum())), [m])[0] for w, m in zip(weights, masks)]
+    return [keep_largest([w], round(fraction * w.numel()), [m])[0] for w, m in zip(weights, masks)]
 
 
 def percentile_masks(weights: Sequence[Tensor], percent: float, masks: Sequence[Tensor] | None = None) -> list[Tensor]:
