@@ -27,6 +27,11 @@ class PruningSchedule(Callback):
     in every forward and so zeroes their gradients; the optimizer's momentum / moment buffers are
     masked at each pruning step too. Logs ``sparsity/global``, ``sparsity/<layer>``, ``sparsity/kept``
     every epoch.
+
+    Resume: the masks travel in the model's state dict (the LightningModule installs them before it
+    loads, see :func:`sparse_lab.sparsity.restore_masks`), the schedule is a function of epoch and
+    step, and pruning again to the level in force changes nothing; the checkpoint also records
+    this callback's last level and the step it pruned at (``state_dict``).
     """
 
     def __init__(self, schedule: Any, scope: str = "global") -> None:
@@ -34,6 +39,8 @@ class PruningSchedule(Callback):
             raise ConfigError(f"pruning scope={scope!r} is not one of global, layer")
         self.schedule = schedule
         self.scope = scope
+        self.level = 0.0  # the sparsity last pruned to
+        self.step: int | None = None  # the global step it was pruned at
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         named = prunable(getattr(pl_module, "model", pl_module))
@@ -41,7 +48,14 @@ class PruningSchedule(Callback):
         self.modules = [m for _, m in named]
         self.total = sum(m.weight.numel() for m in self.modules)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "step": self.step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.level, self.step = float(state_dict["level"]), state_dict["step"]
+
     def prune_to(self, sparsity: float, trainer: L.Trainer) -> None:
+        self.level, self.step = sparsity, trainer.global_step
         masks = current_masks(self.modules)
         weights = current_weights(self.modules)
         if self.scope == "global":

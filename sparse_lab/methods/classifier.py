@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from sparse_lab.errors import ConfigError, SparseLabError
+from sparse_lab.sparsity import restore_masks
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -136,6 +137,11 @@ class Classifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning calls this before load_state_dict (and before configure_optimizers): a pruned
+        # model saves weight_orig / weight_mask, which load only into a model pruned the same way.
+        restore_masks(self, checkpoint["state_dict"])
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())

@@ -8,6 +8,7 @@ from sparse_lab.sparsity.magnitude import (
     keep_largest_per_layer,
     percentile_masks,
     prunable,
+    restore_masks,
     sparsity_report,
 )
 from sparse_lab.sparsity.masks import count_nonzero, mask_gradients, mask_optimizer_state
@@ -28,6 +29,7 @@ __all__ = [
     "keep_largest_per_layer",
     "percentile_masks",
     "prunable",
+    "restore_masks",
     "sparsity_report",
     "RandomWalkMask",
     "RowSparseLinear",

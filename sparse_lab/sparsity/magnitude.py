@@ -7,7 +7,7 @@ can never bring a pruned weight back. Pruning again multiplies the masks: they o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -85,9 +85,39 @@ def percentile_masks(weights: Sequence[Tensor], percent: float, masks: Sequence[
 
 
 def apply_masks(modules: Sequence[nn.Module], masks: Sequence[Tensor]) -> None:
-    """Enforce ``masks`` with ``torch.nn.utils.prune``; on an already pruned module they multiply."""
+    """Enforce ``masks`` with ``torch.nn.utils.prune``; on an already pruned module they multiply.
+
+    ``weight_orig`` keeps the place ``weight`` had among the module's parameters, so ``parameters()``
+    (and so an optimizer's state, which is saved by position) has the same order pruned or not.
+    """
     for module, mask in zip(modules, masks):
+        first = not hasattr(module, "weight_mask")
+        order = list(module._parameters)
         prune.custom_from_mask(module, "weight", mask.to(module.weight.dtype))
+        if first:  # torch re-registers the parameter as weight_orig, after the others: put it back
+            params = module._parameters
+            reordered = {n: params[n] for n in ("weight_orig" if n == "weight" else n for n in order)}
+            params.clear()
+            params.update(reordered)
+
+
+def restore_masks(model: nn.Module, state_dict: Mapping[str, Tensor]) -> int:
+    """Install on ``model`` the pruning of a ``state_dict`` saved from a pruned copy of it.
+
+    A pruned module saves ``weight_orig`` and ``weight_mask`` instead of ``weight``; loading such a
+    state dict needs the same pruning in place first. Every ``<module>.weight_mask`` key whose module
+    is not pruned yet gets its mask installed (the values are then overwritten by ``load_state_dict``
+    anyway). Returns the number of modules pruned here.
+    """
+    installed = 0
+    for key, mask in state_dict.items():
+        if not key.endswith(".weight_mask") and key != "weight_mask":
+            continue
+        module = model.get_submodule(key[: -len("weight_mask")].rstrip("."))
+        if not hasattr(module, "weight_mask"):
+            apply_masks([module], [mask.to(module.weight.device).bool()])
+            installed += 1
+    return installed
 
 
 def sparsity_report(names: Sequence[str], modules: Sequence[nn.Module]) -> dict[str, float]:
