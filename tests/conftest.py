@@ -31,10 +31,10 @@ def _has_mnist_family(root: Path) -> bool:
 
 @pytest.fixture(scope="session")
 def real_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A writable dir with the real MNIST / Fashion-MNIST archives, or skip.
+    """A dir with the real MNIST / Fashion-MNIST archives, or skip.
 
-    Uses $SPARSE_LAB_DATA when it has them (CI copies ../shared/datasets there), else copies
-    ../shared/datasets (read-only) into a temporary dir.
+    Uses $SPARSE_LAB_DATA when it has them (CI points it at ../shared/datasets, read-only: the data
+    modules extract into $SPARSE_LAB_CACHE), else a writable temporary copy of ../shared/datasets.
     """
     env = os.environ.get("SPARSE_LAB_DATA")
     if env and _has_mnist_family(Path(env)):

@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
+import shutil
 import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torchvision.datasets.utils as tv_utils
 from torchvision import datasets
 from torchvision.datasets.utils import calculate_md5
 
 from sparse_lab.data import (
     BatchAugment,
     CIFAR10DataModule,
+    FashionMNISTDataModule,
     MNISTDataModule,
     RandomCropWithPadding,
     RandomHorizontalFlip,
     SyntheticDataModule,
     TensorBatchLoader,
+    TorchvisionDataModule,
 )
+from sparse_lab.data.torchvision_sets import writable
 from sparse_lab.errors import ConfigError, DataNotFoundError
+from tests.conftest import SHARED_DATASETS, make_cfg
 
 
 def synthetic(**kw) -> SyntheticDataModule:
@@ -170,6 +178,207 @@ def test_cifar10_loads_as_nchw_uint8(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_cifar10_missing_archive_names_it(tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError, match="cifar-10-python.tar.gz"):
         CIFAR10DataModule(data_dir=str(tmp_path), download=False).prepare_data()
+
+
+# ---- read-only archive folders: torchvision extracts into a cache instead ----
+
+
+def _fake_mnist(root: Path, seed: int = 0, n_train: int = 30, n_test: int = 10, md5: bool = True) -> type:
+    """MNIST archives in torchvision's format (gzipped idx files) under ``root/MNIST/raw``, and an MNIST
+    class whose md5 sums match them (``md5=False``: none, any content passes) and whose mirror is a
+    missing local folder (no network)."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    resources = []
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        for kind, array, magic in (("images-idx3", images, 0x0803), ("labels-idx1", labels, 0x0801)):
+            name = f"{split}-{kind}-ubyte.gz"
+            with gzip.GzipFile(raw / name, "wb", mtime=0) as f:
+                f.write(np.array([magic, *array.shape], dtype=">i4").tobytes() + array.tobytes())
+            resources.append((name, calculate_md5(str(raw / name)) if md5 else None))
+    nowhere = (root.parent / "no-mirror").as_uri() + "/"
+    return type("MNIST", (datasets.MNIST,), {"resources": resources, "mirrors": [nowhere]})
+
+
+def _fake_cifar_archive(root: Path) -> type:
+    """``root/cifar-10-python.tar.gz`` holding the batches of :func:`_fake_cifar`, and its class."""
+    staging = root.parent / f"{root.name}-staging"
+    fake = _fake_cifar(staging)
+    root.mkdir(parents=True)
+    with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(staging / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    shutil.rmtree(staging)
+    md5 = calculate_md5(str(root / "cifar-10-python.tar.gz"))
+    return type("FakeCIFAR10", (fake,), {"tgz_md5": md5, "url": (root.parent / "no-mirror.tar.gz").as_uri()})
+
+
+ARCHIVES: dict[str, tuple[Callable[[Path], type], type[TorchvisionDataModule]]] = {
+    "mnist": (_fake_mnist, MNISTDataModule),
+    "cifar10": (_fake_cifar_archive, CIFAR10DataModule),
+}
+
+
+@pytest.fixture
+def read_only() -> Iterator[Callable[[Path], Path]]:
+    """``chmod -R a-w`` a folder; write permission comes back at teardown so pytest can remove it."""
+    done: list[Path] = []
+
+    def make(path: Path) -> Path:
+        for p in [path, *path.rglob("*")]:
+            p.chmod(p.stat().st_mode & ~0o222)
+        done.append(path)
+        return path
+
+    yield make
+    for path in done:
+        for p in [path, *path.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+
+
+@pytest.fixture
+def extractions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The archives torchvision extracts during the test (its ``extract_archive``, counted)."""
+    calls: list[str] = []
+    original = tv_utils.extract_archive
+
+    def counting(from_path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(str(from_path))
+        return original(from_path, *args, **kwargs)
+
+    monkeypatch.setattr(tv_utils, "extract_archive", counting)
+    return calls
+
+
+def _tree(root: Path) -> dict[str, int]:
+    """Every path below ``root`` with its mtime (of the link itself for a symlink)."""
+    return {str(p.relative_to(root)): os.lstat(p).st_mtime_ns for p in root.rglob("*")}
+
+
+def _load(cls: type[TorchvisionDataModule], data_dir: Path, cache: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    dm = cls(data_dir=str(data_dir), cache_dir=str(cache), val_size=5)
+    dm.prepare_data()
+    dm.setup()
+    return dm.splits
+
+
+def _same(a: dict[str, tuple[torch.Tensor, torch.Tensor]], b: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(x, y) for k in a for x, y in zip(a[k], b[k]))
+
+
+@pytest.mark.parametrize("kind", ["mnist", "cifar10"])
+def test_read_only_archives_load_through_the_cache_like_a_writable_copy(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_only: Callable[[Path], Path], extractions: list[str]
+) -> None:
+    build, dm_cls = ARCHIVES[kind]
+    monkeypatch.setattr(dm_cls, "dataset_cls", build(tmp_path / "archives"))
+    n_archives = 4 if kind == "mnist" else 1
+    cache = tmp_path / "cache"
+
+    copy = shutil.copytree(tmp_path / "archives", tmp_path / "writable")
+    expected = _load(dm_cls, copy, cache)
+    assert len(extractions) == n_archives and not cache.exists()  # writable: extracted beside the archives
+
+    shared = read_only(shutil.copytree(tmp_path / "archives", tmp_path / "shared"))
+    assert not writable(shared)
+    before = _tree(shared)
+    assert _same(_load(dm_cls, shared, cache), expected)
+    assert _tree(shared) == before  # nothing written beside the read-only archives
+    assert len(extractions) == 2 * n_archives
+    (entry,) = [p for p in (cache / "data").iterdir() if p.is_dir()]
+    assert entry.name.startswith("shared-")
+    links = [p for p in entry.rglob("*.gz") if p.is_symlink()]
+    assert len(links) == n_archives and all(p.resolve().is_relative_to(shared) for p in links)
+
+    extracted = _tree(entry)
+    assert _same(_load(dm_cls, shared, cache), expected)  # a second load reuses the cache
+    assert len(extractions) == 2 * n_archives and _tree(entry) == extracted
+
+
+def test_two_read_only_folders_of_the_same_name_get_separate_caches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_only: Callable[[Path], Path], extractions: list[str]
+) -> None:
+    a, b = tmp_path / "a" / "data", tmp_path / "b" / "data"
+    monkeypatch.setattr(MNISTDataModule, "dataset_cls", _fake_mnist(a, seed=0, md5=False))
+    _fake_mnist(b, seed=1, md5=False)
+    read_only(a), read_only(b)
+    cache = tmp_path / "cache"
+    first, second = _load(MNISTDataModule, a, cache), _load(MNISTDataModule, b, cache)
+    assert not torch.equal(first["train"][0], second["train"][0])
+    assert _same(_load(MNISTDataModule, a, cache), first)
+    assert len(extractions) == 8 and len([p for p in (cache / "data").iterdir() if p.is_dir()]) == 2
+
+
+def test_a_cut_short_extraction_in_the_cache_is_redone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_only: Callable[[Path], Path], extractions: list[str]
+) -> None:
+    monkeypatch.setattr(MNISTDataModule, "dataset_cls", _fake_mnist(tmp_path / "archives"))
+    shared, cache = read_only(tmp_path / "archives"), tmp_path / "cache"
+    expected = _load(MNISTDataModule, shared, cache)
+    (images,) = (cache / "data").glob("*/MNIST/raw/train-images-idx3-ubyte")
+    images.write_bytes(images.read_bytes()[:1000])  # as if the run was killed while extracting
+    assert _same(_load(MNISTDataModule, shared, cache), expected)
+    assert len(extractions) == 8
+
+
+def test_md5_is_still_checked_through_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_only: Callable[[Path], Path]
+) -> None:
+    monkeypatch.setattr(MNISTDataModule, "dataset_cls", _fake_mnist(tmp_path / "archives"))
+    with gzip.open(tmp_path / "archives" / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(b"not mnist")
+    shared = read_only(tmp_path / "archives")
+    with pytest.raises(DataNotFoundError, match="corrupt") as err:
+        _load(MNISTDataModule, shared, tmp_path / "cache")
+    assert "train-labels-idx1-ubyte.gz  [corrupt" in str(err.value)
+
+
+def test_read_only_data_and_cache_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_only: Callable[[Path], Path]
+) -> None:
+    monkeypatch.setattr(MNISTDataModule, "dataset_cls", _fake_mnist(tmp_path / "archives"))
+    shared = read_only(tmp_path / "archives")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    read_only(cache)
+    with pytest.raises(DataNotFoundError) as err:
+        _load(MNISTDataModule, shared, cache)
+    message = str(err.value)
+    assert str(shared) in message and str(cache) in message and "read-only" in message
+    assert "SPARSE_LAB_CACHE" in message and "data.cache_dir" in message
+    assert list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize("data", ["mnist", "fashion_mnist", "cifar10"])
+def test_config_cache_dir_follows_sparse_lab_cache(data: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydra.utils import instantiate
+
+    monkeypatch.setenv("SPARSE_LAB_CACHE", str(tmp_path / "cache"))
+    assert instantiate(make_cfg(tmp_path, f"data={data}").data).cache_dir == str(tmp_path / "cache")
+    monkeypatch.delenv("SPARSE_LAB_CACHE")
+    assert instantiate(make_cfg(tmp_path, f"data={data}").data).cache_dir == str(Path("~/.cache/sparse_lab").expanduser())
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("cls", [MNISTDataModule, FashionMNISTDataModule])
+def test_real_archives_load_from_the_read_only_shared_folder(cls: type[TorchvisionDataModule], tmp_path: Path) -> None:
+    raw = SHARED_DATASETS / cls.dataset_cls.__name__ / "raw"
+    if not raw.is_dir():
+        pytest.skip(f"{raw} not found")
+    if writable(raw):
+        pytest.skip(f"{raw} is writable here; this test is about a read-only copy")
+    before = _tree(SHARED_DATASETS)
+    dm = cls(data_dir=str(SHARED_DATASETS), cache_dir=str(tmp_path / "cache"))
+    dm.prepare_data()
+    dm.setup()
+    images, labels = dm.splits["train"]
+    assert images.shape == (60000, 1, 28, 28) and images.dtype == torch.uint8
+    assert dm.splits["test"][0].shape == (10000, 1, 28, 28)
+    counts = torch.bincount(labels)
+    assert len(counts) == 10 and bool((counts >= 5000).all())
+    assert _tree(SHARED_DATASETS) == before
 
 
 # ---- batched augmentation ----

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 from torch import Tensor
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
@@ -22,39 +26,115 @@ from sparse_lab.data.base import InMemoryImageDataModule
 from sparse_lab.errors import ConfigError, DataNotFoundError
 
 
+DEFAULT_CACHE_DIR = "~/.cache/sparse_lab"  # when neither data.cache_dir nor $SPARSE_LAB_CACHE says otherwise
+
+
+def writable(path: Path) -> bool:
+    """Whether ``path``, or its nearest existing parent when missing, may be written to.
+
+    Both the OS's access check and the permission bits must allow it, so a ``chmod -w`` folder is
+    read-only for root too (root passes every access check; it should not write into shared data).
+    """
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o222)
+
+
 class TorchvisionDataModule(InMemoryImageDataModule):
     """Loads a torchvision dataset once into uint8 tensors.
 
     ``download=True`` uses torchvision's download code: it fetches the archives when the
     network allows and otherwise extracts archives already placed under ``data_dir``.
+
+    torchvision extracts beside the archives. When that folder is read-only (e.g. a shared copy
+    of the archives), the archives are symlinked (copied where links fail) into a cache folder,
+    ``<cache_dir>/data/<name of data_dir>-<hash of its absolute path>/`` in ``data_dir``'s layout,
+    and torchvision extracts there, md5 checks included; later runs load the extracted files. A
+    cache that fails to load (e.g. an extraction that was killed) is rebuilt. Processes that share
+    a cache take turns through a lock file beside it.
     """
 
     dataset_cls: type
 
-    def __init__(self, data_dir: str = "./data", download: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, data_dir: str = "./data", download: bool = True, cache_dir: str | None = None, **kwargs: Any
+    ) -> None:
+        """``cache_dir``: where read-only archives are extracted; ``None``: ``$SPARSE_LAB_CACHE``, else
+        ``~/.cache/sparse_lab``."""
         super().__init__(**kwargs)
         self.data_dir = str(Path(data_dir).expanduser())
         self.download = download
+        self.cache_dir = str(Path(cache_dir or os.environ.get("SPARSE_LAB_CACHE") or DEFAULT_CACHE_DIR).expanduser())
 
     def expected_files(self) -> list[tuple[Path, str | None]]:
         """Archive paths torchvision looks for, with their md5 sums."""
         raw = Path(self.data_dir) / self.dataset_cls.__name__ / "raw"
         return [(raw / name, md5) for name, md5 in self.dataset_cls.resources]
 
+    def extract_dir(self, root: Path) -> Path:
+        """The folder torchvision writes (downloads, extracted files) into for data root ``root``."""
+        return root / self.dataset_cls.__name__ / "raw"
+
+    def cache_root(self) -> Path:
+        """This ``data_dir``'s folder in the cache: two source folders never share one."""
+        source = Path(self.data_dir).resolve()
+        digest = hashlib.sha256(str(source).encode()).hexdigest()[:12]
+        return Path(self.cache_dir).resolve() / "data" / f"{source.name or 'root'}-{digest}"
+
     def prepare_data(self) -> None:
         self._dataset(train=True)
         self._dataset(train=False)
 
     def _dataset(self, train: bool) -> Any:
-        try:
+        if writable(self.extract_dir(Path(self.data_dir))):
+            return self._load(Path(self.data_dir), train)
+        try:  # a read-only folder that already holds the extracted files needs no cache
             return self.dataset_cls(self.data_dir, train=train, download=False)
+        except RuntimeError:
+            pass
+        root = self.cache_root()
+        if not writable(root):
+            raise self._not_found(
+                f"data_dir is read-only, and so is the cache dir cache_dir={self.cache_dir!r} where its archives "
+                "would be extracted: make SPARSE_LAB_CACHE=/path or data.cache_dir=/path a writable folder"
+            )
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(root) + ".lock"):
+            try:
+                return self.dataset_cls(str(root), train=train, download=False)
+            except Exception:  # not extracted yet, or an extraction cut short: start afresh
+                shutil.rmtree(root, ignore_errors=True)
+            return self._load(root, train, link=True)
+
+    def _load(self, root: Path, train: bool, link: bool = False) -> Any:
+        """torchvision's dataset under ``root``, extracting (or downloading) with ``download=True``;
+        ``link``: first link ``data_dir``'s archives into ``root`` (the cache)."""
+        try:
+            return self.dataset_cls(str(root), train=train, download=False)
         except RuntimeError:
             if not self.download:
                 raise self._not_found("download disabled (data.download=false)") from None
+        if link:
+            self._link_archives(root)
         try:
-            return self.dataset_cls(self.data_dir, train=train, download=True)
+            return self.dataset_cls(str(root), train=train, download=True)
         except Exception as exc:  # network errors, bad checksums, truncated archives
-            raise self._not_found(f"download failed: {type(exc).__name__}: {exc}") from None
+            where = f" (extracting into the cache {root})" if link else ""
+            raise self._not_found(f"download failed{where}: {type(exc).__name__}: {exc}") from None
+
+    def _link_archives(self, root: Path) -> None:
+        """Symlink every archive found under ``data_dir`` to the same place under ``root``; copy it
+        where the file system refuses links. torchvision's md5 check reads through the link."""
+        for source, _ in self.expected_files():
+            target = root / source.relative_to(self.data_dir)
+            if not source.is_file() or (target.exists() and not target.is_symlink()):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            try:
+                target.symlink_to(source.resolve())
+            except OSError:
+                shutil.copyfile(source, target)
 
     def _not_found(self, reason: str) -> DataNotFoundError:
         lines = []
@@ -70,8 +150,8 @@ class TorchvisionDataModule(InMemoryImageDataModule):
         return DataNotFoundError(
             f"{name} not found under data_dir={self.data_dir!r} ({reason}).\n"
             "Expected files:\n" + "\n".join(lines) + "\n"
-            "Fix: copy the original archives there (a read-only copy must be copied into a writable dir first), "
-            "or point to a folder that has them with SPARSE_LAB_DATA=/path or data.data_dir=/path, "
+            "Fix: copy the original archives there, "
+            "or point to a folder that has them with SPARSE_LAB_DATA=/path or data.data_dir=/path (it may be read-only), "
             "or allow network access so torchvision can download them."
         )
 
@@ -122,6 +202,9 @@ class CIFAR10DataModule(TorchvisionDataModule):
     def expected_files(self) -> list[tuple[Path, str | None]]:
         cls = self.dataset_cls
         return [(Path(self.data_dir) / cls.filename, cls.tgz_md5)]
+
+    def extract_dir(self, root: Path) -> Path:
+        return root  # the .tar.gz lies in the data root, and cifar-10-batches-py/ is extracted beside it
 
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
         ds = self._dataset(train)
