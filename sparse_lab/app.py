@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.data)
     model = build(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
+    if cfg.get("compile", False):
+        # In place (nn.Module.compile): the module, its layer names and state-dict keys stay as they are,
+        # so pruning hooks, random-walk masks and checkpoints see the same model; dynamo recompiles
+        # when pruning changes the layers' parameters.
+        model.compile(backend=cfg.get("compile_backend", "inductor"))
     module = build(cfg.method.module, model=model, num_classes=datamodule.num_classes)
     callbacks = build_callbacks(cfg)
     protocol = build(cfg.method.get("protocol") or {"_target_": "sparse_lab.protocols.Train"})
@@ -114,12 +120,34 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return final
 
 
+def objective(cfg: DictConfig, final: Mapping[str, float]) -> Any:
+    """The value a run returns to a sweeper: ``final[cfg.objective]`` (default ``test/acc``), or, when
+    ``objective`` is a node with ``_target_``, that callable applied to ``final`` (see :mod:`sparse_lab.objectives`)."""
+    spec = cfg.get("objective", "test/acc")
+    if isinstance(spec, str):
+        if spec not in final:
+            log.warning("objective=%s is not among the final metrics %s: returning None", spec, sorted(final))
+        value = final.get(spec)
+    else:
+        value = build(spec)(final)
+    if isinstance(value, float) and math.isnan(value):
+        # optuna 2.x fails on a NaN objective inside the sweeper (and stops the sweep); None is a failed trial
+        log.warning("the objective is NaN: returning None")
+        return None
+    return value
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    """``python -m sparse_lab [group=option ...] [knob=value ...]``; returns the final test accuracy."""
+def main(cfg: DictConfig) -> Any:
+    """``python -m sparse_lab [group=option ...] [knob=value ...]``.
+
+    Returns the run's objective (by default the final test accuracy) for a sweeper such as Optuna; a
+    failed job of a multirun returns None, which the Optuna sweeper records as a failed trial.
+    """
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         final = train(cfg)
+        value = objective(cfg, final)
     except Exception as exc:
         clear = isinstance(exc, SparseLabError)
         message = f"sparse_lab: error: {exc}" if clear else traceback.format_exc()
@@ -133,7 +161,7 @@ def main(cfg: DictConfig) -> float | None:
             raise
         print(message, file=sys.stderr)
         sys.exit(2)
-    return final.get("test/acc")
+    return value
 
 
 def cli() -> None:

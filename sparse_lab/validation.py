@@ -33,6 +33,13 @@ def _widths(v: Any) -> bool:
     return _int(1)(v) or (isinstance(v, (list, ListConfig)) and all(_int(1)(w) for w in v))
 
 
+def _objective(v: Any) -> bool:
+    """A metric name, or a callable's config applied to the final metrics (sparse_lab/objectives.py)."""
+    if isinstance(v, str):
+        return bool(v)
+    return isinstance(v, DictConfig) and "_target_" in v and v.get("_partial_") is True
+
+
 # (config path, check, what a valid value is). A path missing from the config is skipped.
 RULES: list[tuple[str, Check, str]] = [
     ("seed", _int(0), "a non-negative integer"),
@@ -45,6 +52,10 @@ RULES: list[tuple[str, Check, str]] = [
     ("target_acc", lambda v: v is None or (isinstance(v, (int, float)) and 0 < v <= 1), "null or an accuracy in (0, 1]"),
     ("resume", lambda v: v is None or isinstance(v, str), "a run dir or a .ckpt path"),
     ("flush_denormal", lambda v: isinstance(v, bool), "true or false"),
+    ("compile", lambda v: isinstance(v, bool), "true or false"),
+    ("compile_backend", lambda v: isinstance(v, str) and bool(v), "a torch.compile backend, e.g. inductor, aot_eager"),
+    ("objective", _objective, "a final metric name (e.g. test/acc) or a node with _target_ and _partial_: true"),
+    ("objective.direction", _choice("minimize", "maximize"), "one of: minimize, maximize"),
     ("data.val_size", _int(0), "an integer >= 0 (0 trains on the whole training split)"),
     ("data.eval_batch_size", _int(1), "an integer >= 1"),
     ("data.split_seed", _int(0), "a non-negative integer"),
@@ -70,5 +81,9 @@ def validate(cfg: DictConfig) -> None:
             continue
         if not check(value):
             problems.append(f"{path}={value!r} is invalid: it must be {valid}")
+    if cfg.get("compile") is True and OmegaConf.select(cfg, "method.callbacks.gradient_mask.backward") == "rows":
+        # The row-sparse backward reads the walk's rows from its layers at run time; a compiled graph
+        # would keep the rows it saw when it was traced.
+        problems.append("compile=true cannot be combined with rw_backward=rows: use rw_backward=dense or compile=false")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
