@@ -84,13 +84,27 @@ class InMemoryImageDataModule(L.LightningDataModule):
         return names + (["test"] if self.test_each_epoch else [])
 
     def train_dataloader(self) -> TensorBatchLoader:
-        return TensorBatchLoader(*self._on_device("train"), self.batch_size, shuffle=True, seed=self.seed)
+        # Same permutation on every rank, strided shards of equal length (padded like DistributedSampler):
+        # every rank takes the same number of steps, as DDP's gradient all-reduce requires.
+        return TensorBatchLoader(
+            *self._on_device("train"), self.batch_size, shuffle=True, seed=self.seed, uneven="pad", **self._shard()
+        )
 
     def val_dataloader(self) -> list[TensorBatchLoader]:
-        return [TensorBatchLoader(*self._on_device(name), self.eval_batch_size) for name in self.val_loader_names]
+        return [self._eval_loader(name) for name in self.val_loader_names]
 
     def test_dataloader(self) -> TensorBatchLoader:
-        return TensorBatchLoader(*self._on_device("test"), self.eval_batch_size)
+        return self._eval_loader("test")
+
+    def _eval_loader(self, name: str) -> TensorBatchLoader:
+        # Contiguous shards, no sample padded or dropped: the torchmetrics states (counts and sums)
+        # are summed over ranks on compute(), so the result is exactly the whole split's.
+        return TensorBatchLoader(*self._on_device(name), self.eval_batch_size, uneven="split", **self._shard())
+
+    def _shard(self) -> dict[str, int]:
+        """``num_replicas`` and ``rank`` of this process (1 and 0 without data parallelism)."""
+        kwargs = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
+        return {"num_replicas": kwargs["num_replicas"], "rank": kwargs["rank"]} if kwargs else {}
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch
