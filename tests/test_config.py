@@ -21,7 +21,7 @@ def test_every_group_has_options() -> None:
     assert set(options("method")) >= {"full"}
     assert set(options("data")) >= {"mnist", "fashion_mnist", "cifar10", "synthetic"}
     assert set(options("model")) >= {"mlp", "cnn"}
-    assert set(options("hardware")) >= {"cpu", "gpu", "auto"}
+    assert set(options("hardware")) >= {"cpu", "gpu", "auto", "ddp_cpu", "ddp", "ddp_multinode"}
 
 
 def test_defaults_are_the_reference_setting(tmp_path: Path) -> None:
@@ -61,8 +61,9 @@ def test_data_options_instantiate(tmp_path: Path, data: str) -> None:
     assert dm.batch_size == cfg.batch_size
 
 
-@pytest.mark.parametrize("hardware", options("hardware"))
+@pytest.mark.parametrize("hardware", [h for h in options("hardware") if not h.startswith("ddp")])
 def test_hardware_options_compose(tmp_path: Path, hardware: str) -> None:
+    """Single-device options; the data-parallel ones (ddp*) are tested in test_ddp.py."""
     cfg = make_cfg(tmp_path, f"hardware={hardware}")
     assert cfg.trainer.accelerator in {"cpu", "gpu", "auto"}
     assert cfg.trainer.devices == 1
