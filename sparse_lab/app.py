@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sparse_lab.errors import SparseLabError
@@ -101,7 +102,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if rank_zero_only.rank == 0:  # processes started by SLURM / torchrun each run this app
+        (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     def make_trainer(run_dir: Path, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
         """A fresh Trainer whose callbacks and logger write below ``run_dir``."""

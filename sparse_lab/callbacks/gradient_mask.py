@@ -23,6 +23,15 @@ class RandomWalkGradientMask(Callback):
     ``backward="rows"``: the walk is drawn before backward; backward computes only the visited
     rows, the signal to lower layers flows only through them, and whole rows are kept.
     The walk's generator is seeded with ``seed`` and saved in checkpoints.
+
+    Data parallel: every rank must apply the same mask, or the replicas drift apart. The walk is
+    a function of the generator (same seed on every rank), the weights (kept identical by DDP),
+    the gradients for ``bias="gradient"`` (read after DDP's all-reduce, in
+    ``on_before_optimizer_step``) and the start labels, which come from the local batch and differ
+    between ranks. So the labels are all-gathered: every rank draws the same walk from the same
+    global batch, which is also the batch the averaged gradient belongs to. Gathering the labels
+    (``batch_size`` integers per rank) costs far less than broadcasting the masks from rank 0 (one
+    value per weight), and keeps the walk's RNG stream the same as on one device.
     """
 
     def __init__(self, sampler: RandomWalkMask, seed: int = 0, backward: str = "dense", method: str = "rw") -> None:
@@ -55,7 +64,10 @@ class RandomWalkGradientMask(Callback):
             self.generator.set_state(self._generator_state)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        self._labels = batch[1]
+        labels = batch[1]
+        if trainer.world_size > 1:  # the global batch's labels, in rank order, on every rank
+            labels = trainer.strategy.all_gather(labels).reshape(-1)
+        self._labels = labels
 
     def _draw(self) -> None:
         self.masks = self.sampler.masks(

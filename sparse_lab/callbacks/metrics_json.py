@@ -39,6 +39,12 @@ class MetricsJSONWriter(Callback):
     One row per training epoch (train and per-epoch eval metrics, train and epoch wall time,
     peak memory); ``test`` holds the final test metrics; ``status`` is ``running``, ``completed``
     or ``failed`` (with the error). The file is replaced atomically on every write.
+
+    Data parallel: every metric it records is already reduced over ranks (torchmetrics sync on
+    compute), and only global rank 0 writes. Under ``ddp_spawn`` each ``fit``/``test`` runs in fresh
+    processes holding a copy of this callback as it was in the main process, so the file, not the
+    in-memory record, carries the rows from one to the next: a test run starts from the file, and
+    code in the main process adds fields with :meth:`update`.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -47,15 +53,28 @@ class MetricsJSONWriter(Callback):
         self._t_fit = self._t_epoch = 0.0
         self._train_time: float | None = None
         self._pending: dict[str, Any] | None = None
+        self._trainer: L.Trainer | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
+        if stage != "fit":  # a test after a fit that ran in other processes (ddp_spawn): keep its rows
+            self._reload()
+
+    def _reload(self) -> None:
+        if self.path.is_file():
+            self.record = json.loads(self.path.read_text())
+
+    def update(self, **fields: Any) -> None:
+        """Set top-level ``fields`` in the file's record (re-read first) and write it."""
+        self._reload()
+        self.record.update(fields)
+        self.write()
 
     def state_dict(self) -> dict[str, Any]:
         # A checkpoint written at the end of an epoch holds that epoch's row even though the row
         # reaches metrics.json only at the next hook: a resumed run must not lose it.
         record = dict(self.record)
-        if self._pending is not None and getattr(self, "_trainer", None) is not None:
+        if self._pending is not None and self._trainer is not None:
             record["epochs"] = [*self.record["epochs"], {**self._pending, **_scalars(self._trainer.callback_metrics)}]
         return {"record": record}
 
@@ -63,6 +82,9 @@ class MetricsJSONWriter(Callback):
         self.record = state_dict["record"]
 
     def write(self) -> None:
+        """Replace the file with the record (global rank 0 only)."""
+        if self._trainer is not None and not self._trainer.is_global_zero:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.record, indent=2))

@@ -30,6 +30,8 @@ class WeightStatistics(Callback):
     """At the end of fit: ``weight_stats.json``, ``weight_histogram.png`` and a TensorBoard histogram."""
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:  # the weights are the same on every rank; one writer
+            return
         weights = current_weights([m for _, m in prunable(getattr(pl_module, "model", pl_module))])
         stats = weight_statistics(weights)
         out = Path(trainer.default_root_dir)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import lightning as L
@@ -77,7 +77,10 @@ class Classifier(L.LightningModule):
         logits = self.model(x)
         loss = self.loss_fn(logits, y)
         getattr(self, f"{stage}_acc").update(logits.detach(), y)
-        getattr(self, f"{stage}_loss").update(loss.detach(), len(y))
+        # One value per sample, so that the epoch's loss is the mean over samples, also over ranks and
+        # with a short last batch: MeanMetric(nan_strategy="disable") ignores a weight argument
+        # (torchmetrics replaces it by ones), which would average the batch means instead.
+        getattr(self, f"{stage}_loss").update(loss.detach().expand(len(y)))
         return loss
 
     def _log_epoch(self, stage: str) -> None:
@@ -142,6 +145,13 @@ class Classifier(L.LightningModule):
         # Lightning calls this before load_state_dict (and before configure_optimizers): a pruned
         # model saves weight_orig / weight_mask, which load only into a model pruned the same way.
         restore_masks(self, checkpoint["state_dict"])
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        # ddp_spawn hands the trained weights back to the main process with load_state_dict(strict=False),
+        # not through on_load_checkpoint: a model that PruningSchedule pruned in the worker processes
+        # must be pruned the same way here first, or its pruned layers would silently keep their old weights.
+        restore_masks(self, state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())

@@ -99,6 +99,10 @@ def apply_masks(modules: Sequence[nn.Module], masks: Sequence[Tensor]) -> None:
             reordered = {n: params[n] for n in ("weight_orig" if n == "weight" else n for n in order)}
             params.clear()
             params.update(reordered)
+        # prune leaves `weight` (= weight_orig * weight_mask, recomputed before every forward) as a plain
+        # attribute with autograd history; hold it detached until then, so that the module can be sent to
+        # other processes (ddp_spawn pickles the model into its workers).
+        module.weight = module.weight.detach()
 
 
 def restore_masks(model: nn.Module, state_dict: Mapping[str, Tensor]) -> int:
