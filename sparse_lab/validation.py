@@ -65,7 +65,42 @@ RULES: list[tuple[str, Check, str]] = [
     ("model.channels", _widths, "a list of positive integers, e.g. model.channels=[32,64]"),
     ("method.module.label_smoothing", _fraction, "a number in [0, 1)"),
     ("method.module.scheduler_interval", _choice("epoch", "step"), "one of: epoch, step"),
+    ("method.module.eval_runs", _int(1), "an integer >= 1 (stochastic inference runs in the final test)"),
+    ("method.module.epoch_eval_runs", _int(1), "an integer >= 1 (stochastic inference runs per epoch)"),
+    ("method.module.order", _choice("batch", "block"), "one of: batch, block"),
+    ("model.steps", _int(1), "an integer >= 1 (NoProp blocks)"),
+    ("model.width", _positive_number, "a number > 0 (1.0 = the paper's block widths)"),
+    ("model.embedding", _choice("onehot", "learned"), "one of: onehot, learned"),
 ]
+
+# Models that only their own methods can train: model target -> (model option, method options by target).
+DEDICATED_MODELS: dict[str, tuple[str, dict[str, str]]] = {
+    "sparse_lab.models.NoPropDTModel": (
+        "noprop_dt",
+        {"sparse_lab.methods.NoPropDT": "noprop_dt", "sparse_lab.methods.NoPropDTBackprop": "noprop_backprop"},
+    ),
+    "sparse_lab.models.NoPropSharedModel": (
+        "noprop_shared",
+        {
+            "sparse_lab.methods.NoPropShared": "noprop_shared",
+            "sparse_lab.methods.NoPropSharedBackprop": "noprop_shared_backprop",
+        },
+    ),
+}
+
+
+def _compatibility(cfg: DictConfig) -> list[str]:
+    """Method/model pairs that cannot train together."""
+    model = OmegaConf.select(cfg, "model._target_")
+    method = OmegaConf.select(cfg, "method.module._target_")
+    for target, (model_option, methods) in DEDICATED_MODELS.items():
+        if method in methods and model != target:
+            return [f"method={methods[method]} needs its own model: add model={model_option}"]
+    for target, (model_option, methods) in DEDICATED_MODELS.items():
+        if model == target and method not in methods:
+            options = " or ".join(f"method={m}" for m in methods.values())
+            return [f"model={model_option} is trained only by {options}"]
+    return []
 
 
 def validate(cfg: DictConfig) -> None:
@@ -85,5 +120,6 @@ def validate(cfg: DictConfig) -> None:
         # The row-sparse backward reads the walk's rows from its layers at run time; a compiled graph
         # would keep the rows it saw when it was traced.
         problems.append("compile=true cannot be combined with rw_backward=rows: use rw_backward=dense or compile=false")
+    problems += _compatibility(cfg)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

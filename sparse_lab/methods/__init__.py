@@ -1,5 +1,20 @@
 """LightningModules, one per kind of training."""
 
 from sparse_lab.methods.classifier import Classifier, NonFiniteLossError
+from sparse_lab.methods.noprop import (
+    DenoisingClassifier,
+    NoPropDT,
+    NoPropDTBackprop,
+    NoPropShared,
+    NoPropSharedBackprop,
+)
 
-__all__ = ["Classifier", "NonFiniteLossError"]
+__all__ = [
+    "Classifier",
+    "DenoisingClassifier",
+    "NonFiniteLossError",
+    "NoPropDT",
+    "NoPropDTBackprop",
+    "NoPropShared",
+    "NoPropSharedBackprop",
+]

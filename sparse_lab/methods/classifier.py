@@ -24,6 +24,21 @@ class NonFiniteLossError(SparseLabError):
     """Training loss became NaN or infinite."""
 
 
+def check_finite_loss(loss: float, epoch: int) -> None:
+    """Raise :class:`NonFiniteLossError` with the fix when an epoch's training loss is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"training loss is {loss} in epoch {epoch}: the run stopped, and the last finite checkpoint and "
+            "metrics.json were kept. Try a smaller lr= or check the data."
+        )
+
+
+def eval_stage(module: L.LightningModule, dataloader_idx: int) -> str:
+    """The stage a validation loader logs under: the datamodule's ``val_loader_names``, else ``val``."""
+    names = getattr(module.trainer.datamodule, "val_loader_names", None) if module._trainer is not None else None
+    return names[dataloader_idx] if names else "val"
+
+
 class Classifier(L.LightningModule):
     """Cross-entropy training of ``model`` with accuracy and loss per stage.
 
@@ -91,11 +106,8 @@ class Classifier(L.LightningModule):
         acc.reset()
         loss.reset()
         self.log_dict(values, prog_bar=stage != "train")
-        if stage == "train" and not math.isfinite(float(values["train/loss"])):
-            raise NonFiniteLossError(
-                f"training loss is {float(values['train/loss'])} in epoch {self.current_epoch}: the run stopped, and "
-                "the last finite checkpoint and metrics.json were kept. Try a smaller lr= or check the data."
-            )
+        if stage == "train":
+            check_finite_loss(float(values["train/loss"]), self.current_epoch)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         optimizer = self.optimizers()
@@ -119,8 +131,7 @@ class Classifier(L.LightningModule):
         self._shared_step(batch, "test")
 
     def _val_stage(self, dataloader_idx: int) -> str:
-        names = getattr(self.trainer.datamodule, "val_loader_names", None) if self._trainer is not None else None
-        return names[dataloader_idx] if names else "val"
+        return eval_stage(self, dataloader_idx)
 
     def on_fit_start(self) -> None:
         # A module fitted again after trainer.test (lottery rounds) holds metric states created

@@ -2,6 +2,17 @@
 
 from sparse_lab.models.cnn import SmallCNN
 from sparse_lab.models.mlp import MLP
+from sparse_lab.models.noise_schedule import CosineNoiseSchedule, LinearAlphaSchedule
+from sparse_lab.models.noprop import NoPropBlock, NoPropDTModel, NoPropSharedModel
 from sparse_lab.models.resnet import ResNet18
 
-__all__ = ["MLP", "ResNet18", "SmallCNN"]
+__all__ = [
+    "MLP",
+    "CosineNoiseSchedule",
+    "LinearAlphaSchedule",
+    "NoPropBlock",
+    "NoPropDTModel",
+    "NoPropSharedModel",
+    "ResNet18",
+    "SmallCNN",
+]

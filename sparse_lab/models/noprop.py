@@ -1,0 +1,185 @@
+"""NoProp's models: the discrete-time blocks (NoProp-DT) and the shared-encoder variant.
+
+Each model owns its fixed noise schedule and its inference procedure, which reads only images:
+labels never enter ``predict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sparse_lab.models.noise_schedule import CosineNoiseSchedule, LinearAlphaSchedule
+
+EMBEDDINGS = ("onehot", "learned")
+
+
+def _scaled(width: float, n: int) -> int:
+    return max(1, round(n * width))
+
+
+def _conv_out(size: int, pools: int) -> int:
+    for _ in range(pools):
+        size //= 2
+    return size
+
+
+class NoPropBlock(nn.Module):
+    """One NoProp-DT block: predicts the label embedding from an image and a noisy embedding.
+
+    Image path: conv32-ReLU-maxpool-dropout, conv64-ReLU-dropout, conv128-ReLU-maxpool-dropout,
+    flatten, FC256, BN. Label path: FC256-BN-ReLU, then a residual FC256-BN-ReLU-FC256-BN.
+    Fusion: concat, FC256-BN-ReLU, FC128-BN-ReLU, FC(classes); softmax; ``u_hat = probs @ W_embed``.
+    ``width`` scales every channel count and hidden width (1.0 = the paper).
+    """
+
+    def __init__(
+        self, input_shape: Sequence[int], num_classes: int, embed_dim: int, width: float = 1.0, dropout: float = 0.2
+    ) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        c1, c2, c3 = (_scaled(width, n) for n in (32, 64, 128))
+        f256, f128 = _scaled(width, 256), _scaled(width, 128)
+        self.image = nn.Sequential(
+            nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),
+            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.Dropout(dropout),
+            nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),
+            nn.Flatten(),
+            nn.Linear(c3 * _conv_out(h, 2) * _conv_out(w, 2), f256), nn.BatchNorm1d(f256),
+        )  # fmt: skip
+        self.label_in = nn.Sequential(nn.Linear(embed_dim, f256), nn.BatchNorm1d(f256), nn.ReLU())
+        self.label_res = nn.Sequential(
+            nn.Linear(f256, f256), nn.BatchNorm1d(f256), nn.ReLU(), nn.Linear(f256, f256), nn.BatchNorm1d(f256)
+        )
+        self.fuse = nn.Sequential(
+            nn.Linear(2 * f256, f256), nn.BatchNorm1d(f256), nn.ReLU(),
+            nn.Linear(f256, f128), nn.BatchNorm1d(f128), nn.ReLU(),
+            nn.Linear(f128, num_classes),
+        )  # fmt: skip
+
+    def forward(self, x: Tensor, z: Tensor, embedding: Tensor) -> Tensor:
+        """``u_hat``: the softmax over classes mapped through ``embedding`` (classes x dim)."""
+        h = self.label_in(z)
+        h = h + self.label_res(h)
+        logits = self.fuse(torch.cat([self.image(x), h], dim=1))
+        return logits.softmax(dim=1) @ embedding
+
+
+class NoPropDTModel(nn.Module):
+    """NoProp-DT: ``steps`` blocks, a class embedding and a linear output head.
+
+    ``embedding="onehot"``: ``W_embed`` is the identity (a buffer); ``"learned"``: a parameter of
+    shape ``(classes, embedding_dim)``, orthogonally initialised. The head reads the class from ``z_T``.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        steps: int = 10,
+        width: float = 1.0,
+        embedding: str = "onehot",
+        embedding_dim: int | None = None,
+        dropout: float = 0.2,
+        schedule_offset: float = 0.008,
+        eta: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
+        dim = num_classes if embedding == "onehot" else (embedding_dim or num_classes)
+        if embedding == "onehot":
+            self.register_buffer("embed", torch.eye(num_classes))
+        else:
+            self.embed = nn.Parameter(nn.init.orthogonal_(torch.empty(num_classes, dim)))
+        self.embedding = embedding
+        self.num_classes = num_classes
+        self.schedule = CosineNoiseSchedule(steps, offset=schedule_offset, eta=eta)
+        self.blocks = nn.ModuleList(NoPropBlock(input_shape, num_classes, dim, width, dropout) for _ in range(steps))
+        self.head = nn.Linear(dim, num_classes)
+
+    @property
+    def steps(self) -> int:
+        return len(self.blocks)
+
+    def targets(self, y: Tensor) -> Tensor:
+        """``u_y``: the embedding of each label."""
+        return self.embed[y]
+
+    def step(self, t: int, z_prev: Tensor, u_hat: Tensor, eps: Tensor) -> Tensor:
+        """The inference update ``z_t = a_t u_hat + b_t z_{t-1} + sqrt(c_t) eps`` (``t`` from 1)."""
+        s = self.schedule
+        return float(s.a[t - 1]) * u_hat + float(s.b[t - 1]) * z_prev + float(s.c[t - 1]) ** 0.5 * eps
+
+    def predict_logits(self, x: Tensor, generator: torch.Generator | None = None, runs: int = 1) -> Tensor:
+        """Head logits after the full chain from ``z_0 ~ N(0, I)``; ``runs`` draws at once, ``(runs, B, C)``.
+
+        Reads images only. The ``runs`` chains are stacked along the batch dimension.
+        """
+        batch = len(x)
+        xs = x.expand(runs, *x.shape).reshape(runs * batch, *x.shape[1:])
+        shape = (self.steps + 1, runs * batch, self.embed.shape[1])
+        noise = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+        z = noise[0]
+        for t, block in enumerate(self.blocks, start=1):
+            z = self.step(t, z, block(xs, z, self.embed), noise[t])
+        return self.head(z).reshape(runs, batch, -1)
+
+
+class NoPropSharedModel(nn.Module):
+    """The shared-encoder variant: one CNN encoder and ``steps`` denoiser MLPs.
+
+    Encoder: conv32-ReLU-maxpool, conv64-ReLU-maxpool, FC(features)-ReLU. Denoiser ``t``:
+    ``concat(features, z_t) -> hidden -> ReLU -> classes``, trained towards the one-hot label.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        steps: int = 10,
+        channels: Sequence[int] = (32, 64),
+        features: int = 128,
+        hidden: int = 256,
+        alpha_start: float = 1.0,
+        alpha_end: float = 0.1,
+    ) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        layers: list[nn.Module] = []
+        for out in channels:
+            layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            c = out
+        pools = len(channels)
+        layers += [nn.Flatten(), nn.Linear(c * _conv_out(h, pools) * _conv_out(w, pools), features), nn.ReLU()]
+        self.encoder = nn.Sequential(*layers)
+        self.denoisers = nn.ModuleList(
+            nn.Sequential(nn.Linear(features + num_classes, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+            for _ in range(steps)
+        )
+        self.schedule = LinearAlphaSchedule(steps, alpha_start, alpha_end)
+        self.num_classes = num_classes
+
+    @property
+    def steps(self) -> int:
+        return len(self.denoisers)
+
+    def targets(self, y: Tensor) -> Tensor:
+        """The one-hot labels."""
+        return F.one_hot(y, self.num_classes).float()
+
+    def denoise(self, t: int, features: Tensor, z: Tensor) -> Tensor:
+        """Denoiser ``t`` (from 1): its prediction of the one-hot label."""
+        return self.denoisers[t - 1](torch.cat([features, z], dim=1))
+
+    def predict_logits(self, x: Tensor, generator: torch.Generator | None = None, runs: int = 1) -> Tensor:
+        """From ``z_T ~ N(0, I)``, denoisers ``T..1`` each read the previous prediction; ``(runs, B, C)``."""
+        batch = len(x)
+        features = self.encoder(x).repeat(runs, 1)
+        z = torch.randn((runs * batch, self.num_classes), generator=generator, device=x.device, dtype=x.dtype)
+        for t in range(self.steps, 0, -1):
+            z = self.denoise(t, features, z)
+        return z.reshape(runs, batch, -1)
