@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
 from sparse_lab.errors import ConfigError
@@ -19,16 +20,42 @@ from sparse_lab.sparsity import apply_masks, current_masks, current_weights, per
 
 
 class _Snapshot(L.Callback):
-    """Copies the model's parameters when ``trainer.global_step`` reaches ``step`` (late rewinding)."""
+    """Copies the model's parameters when ``trainer.global_step`` reaches ``step`` (late rewinding).
 
-    def __init__(self, step: int) -> None:
+    Global rank 0 also saves them to ``path``: under ddp_spawn the fit runs in other processes,
+    and :meth:`result` reads them back in the main process.
+    """
+
+    def __init__(self, step: int, path: Path) -> None:
         self.step = step
+        self.path = path
         self.state: dict[str, Tensor] | None = None
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         if trainer.global_step == self.step and self.state is None:
             model = getattr(pl_module, "model", pl_module)
             self.state = {_plain(n): p.detach().clone() for n, p in model.named_parameters()}
+            if trainer.is_global_zero:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({k: v.cpu() for k, v in self.state.items()}, self.path)
+
+    def result(self) -> dict[str, Tensor] | None:
+        """The snapshot, from this process or from the file the fit's processes wrote."""
+        if self.state is None and self.path.is_file():
+            self.state = torch.load(self.path)
+        return self.state
+
+
+@rank_zero_only
+def _save(obj: Any, path: Path) -> None:
+    """``torch.save`` on global rank 0 only (every rank holds the same weights and masks)."""
+    torch.save(obj, path)
+
+
+@rank_zero_only
+def _write_json(obj: Any, path: Path) -> None:
+    """Write ``obj`` as JSON on global rank 0 only."""
+    path.write_text(json.dumps(obj, indent=2))
 
 
 def _plain(name: str) -> str:
@@ -45,6 +72,11 @@ class LotteryTicket(Train):
     data order. It stops after ``rounds`` rounds, or (``stop_on_miss``) after the first round that
     misses the target. The control trains the last round that reached the target from a fresh
     random init (seed ``control_seed``) with the same mask, the same way.
+
+    Data parallel: the rounds' fits and tests are distributed, the protocol itself runs in the main
+    process (ddp_spawn) or, with externally started processes (ddp_multinode), on every rank, with
+    the same decisions everywhere (they depend on test metrics reduced over ranks); only global
+    rank 0 writes files, and nothing written in a round is read back in it.
 
     Written as it goes: ``lottery.json`` (one record per round, then the control), each round's
     run dir ``round_NN/`` (metrics.json, TensorBoard, checkpoints) and ``round_NN/ticket.pt``
@@ -143,7 +175,8 @@ class LotteryTicket(Train):
             theta0 = {k: v.clone() for k, v in model.state_dict().items()}
             state = {"prune_percent": self.prune_percent, "target": self.target, "rounds": []}
             start = 0
-        torch.save(theta0, out_dir / "theta0.pt")
+        _save(theta0, out_dir / "theta0.pt")
+        round_masks: dict[int, list[Tensor]] = {}
 
         for k in range(start, self.rounds):
             masks = current_masks(modules)
@@ -152,42 +185,48 @@ class LotteryTicket(Train):
                 self._rewind(model, theta0)
                 apply_masks(modules, masks)
             initial = self._params(model)
-            snapshot = _Snapshot(self.rewind_step) if k == 0 and self.rewind_step > 0 else None
+            rewind = k == 0 and self.rewind_step > 0
+            snapshot = _Snapshot(self.rewind_step, out_dir / "round_00" / "rewind_snapshot.pt") if rewind else None
             result, run_dir = self._train_round(
                 f"round_{k:02d}", make_trainer, module, datamodule, out_dir, dense=k == 0, extra=[snapshot] if snapshot else None
             )
             if snapshot is not None:
-                if snapshot.state is None:
+                snapped = snapshot.result()
+                if snapped is None:
                     raise ConfigError(f"rewind_step={self.rewind_step} is past the end of round 0's training")
-                theta0 = snapshot.state
-                torch.save(theta0, out_dir / "theta0.pt")
+                theta0 = snapped
+                _save(theta0, out_dir / "theta0.pt")
             kept = int(sum(int(m.sum()) for m in masks))
             state["rounds"].append({"round": k, "kept": kept, "sparsity": 1 - kept / total, **result})
             trained = self._params(model)
-            torch.save({"masks": [m.cpu() for m in masks], "initial": initial, "trained": trained}, run_dir / "ticket.pt")
-            (out_dir / "lottery.json").write_text(json.dumps(state, indent=2))
+            round_masks[k] = [m.cpu() for m in masks]
+            _save({"masks": round_masks[k], "initial": initial, "trained": trained}, run_dir / "ticket.pt")
+            _write_json(state, out_dir / "lottery.json")
             if self.stop_on_miss and result["reached"] is False and k > 0:
                 break
 
         winners = [r for r in state["rounds"] if r["reached"] is not False and r["round"] > 0]
         winner = (winners or state["rounds"])[-1]
         if self.control and winner["round"] > 0:
-            ticket = torch.load(out_dir / f"round_{winner['round']:02d}" / "ticket.pt")
+            winning = round_masks.get(winner["round"])
+            if winning is None:  # a round of the run this one resumed
+                winning = torch.load(out_dir / f"round_{winner['round']:02d}" / "ticket.pt")["masks"]
             torch.manual_seed(self.control_seed)
             for m in template.modules():
                 if hasattr(m, "reset_parameters"):
                     m.reset_parameters()
             self._rewind(model, template.state_dict())
-            apply_masks(modules, ticket["masks"])
+            apply_masks(modules, winning)
             result, _ = self._train_round("control", make_trainer, module, datamodule, out_dir, dense=False)
             state["control"] = {"round": winner["round"], "kept": winner["kept"], "sparsity": winner["sparsity"], **result}
-            (out_dir / "lottery.json").write_text(json.dumps(state, indent=2))
+            _write_json(state, out_dir / "lottery.json")
         state["winner"] = winner
-        (out_dir / "lottery.json").write_text(json.dumps(state, indent=2))
+        _write_json(state, out_dir / "lottery.json")
         test = {k: v for k, v in winner.items() if k.startswith("test/")}
         summary = {"status": "completed", "epochs": [], "test": test, "lottery": state}
-        (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-        self._plot(state, out_dir)
+        _write_json(summary, out_dir / "metrics.json")
+        if rank_zero_only.rank == 0:
+            self._plot(state, out_dir)
         return test
 
     def _plot(self, state: dict[str, Any], out_dir: Path) -> None:

@@ -55,11 +55,10 @@ class OneShotPruning(Train):
             for m, w in zip(modules, trained):
                 m.weight.copy_(w)
         writer = find_callback(trainer, MetricsJSONWriter)
-        if writer is not None:
-            writer.record["oneshot"] = rows
-            writer.record["test"] = {k: v for k, v in dense.items()}
-            writer.write()
-        self._plot(rows, Path(trainer.default_root_dir), trainer)
+        if writer is not None:  # re-reads the file: under ddp_spawn the epoch rows were written by other processes
+            writer.update(oneshot=rows, test=dict(dense))
+        if trainer.is_global_zero:
+            self._plot(rows, Path(trainer.default_root_dir), trainer)
         return dense
 
     def _plot(self, rows: list[dict], out_dir: Path, trainer: L.Trainer) -> None:
