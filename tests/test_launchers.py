@@ -130,6 +130,12 @@ def test_optuna_presets_compose(tmp_path: Path, preset: str) -> None:
     assert (miss > cfg.objective.worst) if direction == "minimize" else (miss < cfg.objective.worst)
 
 
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed"])
+def test_gpu_precision_options_compose(tmp_path: Path, precision: str) -> None:
+    cfg = make_cfg(tmp_path, "hardware=gpu", f"trainer.precision={precision}", "compile=true")
+    assert (cfg.trainer.accelerator, cfg.trainer.precision, cfg.compile) == ("gpu", precision, True)
+
+
 # ---- objectives ----
 
 
@@ -211,6 +217,7 @@ def test_compile_trains_end_to_end(tmp_path: Path, method: str, backend: str, ex
 # ---- real sweeps (subprocess) ----
 
 
+@pytest.mark.slow
 def test_joblib_runs_two_jobs_in_parallel(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_app("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}")
@@ -222,6 +229,7 @@ def test_joblib_runs_two_jobs_in_parallel(tmp_path: Path) -> None:
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
 
 
+@pytest.mark.slow
 def test_optuna_sweep_survives_a_failed_trial(tmp_path: Path) -> None:
     """3 trials of the rw_fewest_paths search on synthetic data; trial 1 crashes (main returns None).
 
