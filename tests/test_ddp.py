@@ -183,8 +183,8 @@ def test_training_shards_are_disjoint_and_cover_the_epoch() -> None:
                 assert torch.equal(x.flatten().long(), y)
 
 
-def test_datamodule_shards_by_the_trainers_rank() -> None:
-    cfg = make_cfg("/tmp/unused", *DDP)
+def test_datamodule_shards_by_the_trainers_rank(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, *DDP)
     dm = instantiate(cfg.data)
 
     class FakeTrainer:
