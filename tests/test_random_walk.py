@@ -154,7 +154,7 @@ def test_row_sparse_backward_matches_dense_on_all_rows_and_restricts_to_visited_
 def test_density_and_cumulative_updates_on_a_hand_computed_case() -> None:
     module = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))  # 15 + 8 = 23 parameters
     stats = UpdateStats(changed_every_n_steps=1)
-    stats.setup(None, module, "fit")
+    stats.on_fit_start(None, module)
     stats.on_train_epoch_start(None, module)
     trainer = SimpleNamespace(logger=None, global_step=1)
     for nonzero_w0, nonzero_w1 in ((2, 1), (3, 2)):

@@ -52,7 +52,9 @@ class RandomWalkGradientMask(Callback):
         """Raise ConfigError now if ``model`` is not a chain of Linear layers (called before training)."""
         linear_chain(model, self.method)
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not in setup: the generator must live on the module's device, which Lightning moves it to
+        # between setup and on_fit_start.
         model = getattr(pl_module, "model", pl_module)
         if self.backward == "rows":
             use_row_sparse_backward(model)

@@ -32,7 +32,8 @@ class UpdateStats(Callback):
         self.changed_every_n_steps = changed_every_n_steps
         self.cumulative = 0.0
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not in setup: Lightning moves the module to its device between setup and on_fit_start.
         named = [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad]
         self.params = [p for _, p in named]
         device = self.params[0].device
