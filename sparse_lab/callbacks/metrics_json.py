@@ -15,10 +15,14 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 
+def _cuda_in_use() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
+
+
 def peak_memory_mb() -> dict[str, float]:
     """Peak resident memory of this process, and peak CUDA memory allocated when CUDA is in use."""
     out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if _cuda_in_use():
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
 
@@ -37,7 +41,8 @@ class MetricsJSONWriter(Callback):
     """Keeps ``{"status", "epochs": [...], "test": {...}, ...}`` up to date on disk.
 
     One row per training epoch (train and per-epoch eval metrics, train and epoch wall time,
-    peak memory); ``test`` holds the final test metrics; ``status`` is ``running``, ``completed``
+    peak memory: ``peak_rss_mb`` of the process; on a GPU ``train_peak_cuda_mb``, the epoch's
+    training alone, and ``peak_cuda_mb``, the epoch with its evaluation); ``test`` holds the final test metrics; ``status`` is ``running``, ``completed``
     or ``failed`` (with the error). The file is replaced atomically on every write.
 
     Data parallel: every metric it records is already reduced over ranks (torchmetrics sync on
@@ -97,21 +102,30 @@ class MetricsJSONWriter(Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush_epoch(trainer)
+        if _cuda_in_use():
+            torch.cuda.reset_peak_memory_stats()
         self._t_epoch = time.perf_counter()
         self._train_time = None
+        self._train_peak: dict[str, float] = {}
+
+    def _end_training_phase(self) -> None:
+        self._train_time = time.perf_counter() - self._t_epoch
+        if _cuda_in_use():  # training alone, before the epoch's evaluation allocates its own
+            self._train_peak = {"train_peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20}
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit" and self._train_time is None:
-            self._train_time = time.perf_counter() - self._t_epoch
+            self._end_training_phase()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        now = time.perf_counter()
-        train_time = self._train_time if self._train_time is not None else now - self._t_epoch
+        if self._train_time is None:  # no evaluation this epoch
+            self._end_training_phase()
         self._pending = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
-            "train_time_s": train_time,
-            "epoch_time_s": now - self._t_epoch,
+            "train_time_s": self._train_time,
+            "epoch_time_s": time.perf_counter() - self._t_epoch,
+            **self._train_peak,
             **peak_memory_mb(),
         }
 
