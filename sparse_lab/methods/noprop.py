@@ -324,7 +324,7 @@ class NoPropShared(DenoisingClassifier):
         encoder_optimizer, *denoiser_optimizers = self.optimizers()
         u = model.targets(y)
         zs = model.schedule.chain(u, self.noise)
-        features = model.encoder(x)
+        features = model.features(x)
         model.denoisers.requires_grad_(False)  # frozen: gradients reach the encoder only
         encoder_loss = sum(F.mse_loss(model.denoise(t, features, zs[t - 1]), u) for t in range(1, model.steps + 1))
         encoder_optimizer.zero_grad()
@@ -332,7 +332,7 @@ class NoPropShared(DenoisingClassifier):
         self._step(encoder_optimizer)
         model.denoisers.requires_grad_(True)
         with torch.no_grad():
-            features = model.encoder(x)
+            features = model.features(x)
         total, block_mse = encoder_loss.detach(), {}
         for t, optimizer in enumerate(denoiser_optimizers, start=1):
             loss = F.mse_loss(model.denoise(t, features, zs[t - 1]), u)
@@ -363,7 +363,7 @@ class NoPropSharedBackprop(DenoisingClassifier):
         optimizer = self.optimizers()
         u = model.targets(y)
         zs = model.schedule.chain(u, self.noise)
-        features = model.encoder(x)
+        features = model.features(x)
         block_mse = {t: F.mse_loss(model.denoise(t, features, zs[t - 1]), u) for t in range(1, model.steps + 1)}
         loss = sum(block_mse.values())
         optimizer.zero_grad()
