@@ -10,6 +10,8 @@ import pytest
 from hydra.utils import instantiate
 
 from sparse_lab.app import CONFIG_DIR, build_callbacks
+from sparse_lab.errors import ConfigError
+from sparse_lab.validation import validate
 from tests.conftest import REPO, make_cfg
 
 
@@ -45,7 +47,15 @@ def test_short_knobs_interpolate(tmp_path: Path) -> None:
 @pytest.mark.parametrize("method", options("method"))
 @pytest.mark.parametrize("model", options("model"))
 def test_method_and_model_options_instantiate(tmp_path: Path, method: str, model: str) -> None:
+    """Every compatible pair builds; a NoProp model or method paired with a foreign one is refused first."""
     cfg = make_cfg(tmp_path, f"method={method}", f"model={model}")
+    owners = {"noprop_dt": "noprop_dt", "noprop_backprop": "noprop_dt", "noprop_shared": "noprop_shared",
+              "noprop_shared_backprop": "noprop_shared"}  # fmt: skip
+    if owners.get(method) != (model if model in owners.values() else None):
+        with pytest.raises(ConfigError, match=r"needs its own model|is trained only by"):
+            validate(cfg)
+        return
+    validate(cfg)
     dm = instantiate(cfg.data)
     net = instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
     module = instantiate(cfg.method.module, model=net, num_classes=dm.num_classes)
