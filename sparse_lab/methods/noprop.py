@@ -79,6 +79,8 @@ class DenoisingClassifier(L.LightningModule):
             setattr(self, f"{stage}_acc", nn.ModuleList(metrics))
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.block_mse = nn.ModuleList(MeanMetric() for _ in range(model.steps))
+        # Per-block denoising loss weights, where the model's schedule defines them (NoProp-DT).
+        self._weights = [float(w) for w in getattr(model.schedule, "loss_weight", ())]
 
     # ---- training helpers ----
     def _step(self, optimizer: Any) -> None:
@@ -213,7 +215,6 @@ class NoPropDT(DenoisingClassifier):
         if order not in ORDERS:
             raise ConfigError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
         self.order = order
-        self._weights = [float(w) for w in model.schedule.loss_weight]
 
     def on_train_start(self) -> None:
         super().on_train_start()
@@ -271,18 +272,6 @@ class NoPropDTBackprop(DenoisingClassifier):
     model_type = NoPropDTModel
     model_option = "noprop_dt"
     method_name = "noprop_backprop"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: OptimizerFactory,
-        num_classes: int,
-        eval_runs: int = 5,
-        epoch_eval_runs: int = 1,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(model, optimizer, num_classes, eval_runs, epoch_eval_runs, seed)
-        self._weights = [float(w) for w in model.schedule.loss_weight]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
