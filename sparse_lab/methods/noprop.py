@@ -83,7 +83,11 @@ class DenoisingClassifier(L.LightningModule):
         self._weights = [float(w) for w in getattr(model.schedule, "loss_weight", ())]
 
     # ---- training helpers ----
-    def _step(self, optimizer: Any) -> None:
+    def _step(self, optimizer: Any, loss: Tensor, zero_grad: bool = True) -> None:
+        """Backward ``loss`` (after zeroing ``optimizer``'s gradients, unless told not to), then a counted step."""
+        if zero_grad:
+            optimizer.zero_grad()
+        self.manual_backward(loss)
         optimizer.step()
         self.optimizer_steps += 1
 
@@ -243,16 +247,12 @@ class NoPropDT(DenoisingClassifier):
             z = model.schedule.sample(u, t - 1, self.noise)
             mse = (model.blocks[t - 1](x, z, model.embed) - u).square().sum(dim=1).mean()
             loss = self._weights[t - 1] * mse
-            optimizer = block_optimizers[t - 1]
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            self._step(optimizer)
+            self._step(block_optimizers[t - 1], loss)
             total, block_mse[t] = total + loss.detach(), mse
         u = model.targets(y)
         z_last = model.schedule.sample(u, model.steps, self.noise)
         head_loss = F.cross_entropy(model.head(z_last), y) + model.schedule.kl_to_prior(u).mean()
-        self.manual_backward(head_loss)
-        self._step(head_optimizer)
+        self._step(head_optimizer, head_loss, zero_grad=False)
         total = total + head_loss.detach()
         self._record(total, block_mse)
         return total
@@ -263,7 +263,24 @@ class NoPropDT(DenoisingClassifier):
         return [*(self.optimizer_factory(block.parameters()) for block in model.blocks), self.optimizer_factory(head_params)]
 
 
-class NoPropDTBackprop(DenoisingClassifier):
+class BackpropTwin(DenoisingClassifier):
+    """What both backprop twins share: one optimizer over the whole model, one backward of the summed loss."""
+
+    def summed_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[int, Tensor]]:
+        """The loss to minimise end to end, and each block's MSE (keyed from 1) for logging."""
+        raise NotImplementedError
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss, block_mse = self.summed_loss(*batch)
+        self._step(self.optimizers(), loss)
+        self._record(loss, block_mse)
+        return loss.detach()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.model.parameters())
+
+
+class NoPropDTBackprop(BackpropTwin):
     """The backprop twin of :class:`NoPropDT`: the blocks chained from ``z_0 ~ N(0, I)`` by the
     inference update, one optimizer, one backward of the summed loss (every block's weighted
     denoising loss on the chain's own ``z_{t-1}``, the head's cross-entropy on ``z_T``, the KL term).
@@ -273,10 +290,8 @@ class NoPropDTBackprop(DenoisingClassifier):
     model_option = "noprop_dt"
     method_name = "noprop_backprop"
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+    def summed_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[int, Tensor]]:
         model = self.model
-        optimizer = self.optimizers()
         u = model.targets(y)
         noise = torch.randn((model.steps + 1, *u.shape), generator=self.noise, device=x.device, dtype=u.dtype)
         z, loss, block_mse = noise[0], torch.zeros((), device=x.device), {}
@@ -286,14 +301,7 @@ class NoPropDTBackprop(DenoisingClassifier):
             loss = loss + self._weights[t - 1] * block_mse[t]
             z = model.step(t, z, u_hat, noise[t])
         loss = loss + F.cross_entropy(model.head(z), y) + model.schedule.kl_to_prior(u).mean()
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        self._step(optimizer)
-        self._record(loss, block_mse)
-        return loss.detach()
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.model.parameters())
+        return loss, block_mse
 
 
 class NoPropShared(DenoisingClassifier):
@@ -316,18 +324,14 @@ class NoPropShared(DenoisingClassifier):
         features = model.features(x)
         model.denoisers.requires_grad_(False)  # frozen: gradients reach the encoder only
         encoder_loss = sum(F.mse_loss(model.denoise(t, features, zs[t - 1]), u) for t in range(1, model.steps + 1))
-        encoder_optimizer.zero_grad()
-        self.manual_backward(encoder_loss)
-        self._step(encoder_optimizer)
+        self._step(encoder_optimizer, encoder_loss)
         model.denoisers.requires_grad_(True)
         with torch.no_grad():
             features = model.features(x)
         total, block_mse = encoder_loss.detach(), {}
         for t, optimizer in enumerate(denoiser_optimizers, start=1):
             loss = F.mse_loss(model.denoise(t, features, zs[t - 1]), u)
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            self._step(optimizer)
+            self._step(optimizer, loss)
             total, block_mse[t] = total + loss.detach(), loss
         self._record(total, block_mse)
         return total
@@ -339,27 +343,17 @@ class NoPropShared(DenoisingClassifier):
         ]
 
 
-class NoPropSharedBackprop(DenoisingClassifier):
+class NoPropSharedBackprop(BackpropTwin):
     """The backprop twin of :class:`NoPropShared`: encoder and denoisers end to end on the summed MSE."""
 
     model_type = NoPropSharedModel
     model_option = "noprop_shared"
     method_name = "noprop_shared_backprop"
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+    def summed_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[int, Tensor]]:
         model = self.model
-        optimizer = self.optimizers()
         u = model.targets(y)
         zs = model.schedule.chain(u, self.noise)
         features = model.features(x)
         block_mse = {t: F.mse_loss(model.denoise(t, features, zs[t - 1]), u) for t in range(1, model.steps + 1)}
-        loss = sum(block_mse.values())
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        self._step(optimizer)
-        self._record(loss, block_mse)
-        return loss.detach()
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.model.parameters())
+        return sum(block_mse.values()), block_mse
