@@ -71,6 +71,8 @@ RULES: list[tuple[str, Check, str]] = [
     ("model.steps", _int(1), "an integer >= 1 (NoProp blocks)"),
     ("model.width", _positive_number, "a number > 0 (1.0 = the paper's block widths)"),
     ("model.embedding", _choice("onehot", "learned"), "one of: onehot, learned"),
+    ("model.inference", _choice("renoise", "chain"), "one of: renoise, chain"),
+    ("model.padding", _int(0), "an integer >= 0 (the encoder's 3x3 convolutions)"),
 ]
 
 # Models that only their own methods can train: model target -> (model option, method options by target).

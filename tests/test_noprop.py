@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from sparse_lab.app import build, train
@@ -147,8 +148,72 @@ def test_each_block_gets_exactly_one_gradient_per_step(cls: type) -> None:
     _fit_one_batch(module, torch.randn(8, 1, 12, 12), torch.arange(8) % 4)
     n_params = len(list(blocks[0].parameters()))
     assert counts == [n_params] * len(blocks)
-    steps_per_batch = len(blocks) + 1
+    # NoPropDT: one optimizer per block and the head's; NoPropShared: the encoder's, then all denoisers' at once
+    steps_per_batch = len(blocks) + 1 if cls is NoPropDT else 2
     assert module.optimizer_steps == steps_per_batch and module.batches == 1
+
+
+def test_shared_denoisers_update_as_with_one_optimizer_each() -> None:
+    """One backward of the summed denoiser losses and one Adam step over per-denoiser groups give
+    bit for bit the seed comparison's loop: encoder through frozen denoisers, then per denoiser
+    zero_grad, backward of its own loss, its own optimizer's step."""
+    torch.manual_seed(0)
+    model = NoPropSharedModel((1, 12, 12), 4, steps=3, channels=(4,), features=8, hidden=8)
+    reference = copy.deepcopy(model)
+    opt = lambda p: torch.optim.Adam(p, lr=1e-2)  # noqa: E731
+    module = NoPropShared(model, opt, 4, eval_runs=1, seed=5)
+    x, y = torch.randn(8, 1, 12, 12), torch.arange(8) % 4
+    _fit_one_batch(module, x, y)
+
+    encoder_opt = opt(reference.encoder.parameters())
+    denoiser_opts = [opt(d.parameters()) for d in reference.denoisers]
+    u = reference.targets(y)
+    zs = reference.schedule.chain(u, torch.Generator().manual_seed(5))
+    reference.denoisers.requires_grad_(False)
+    features = reference.features(x)
+    sum(F.mse_loss(reference.denoise(t, features, zs[t - 1]), u) for t in (1, 2, 3)).backward()
+    encoder_opt.step()
+    reference.denoisers.requires_grad_(True)
+    with torch.no_grad():
+        features = reference.features(x)
+    for t, d_opt in enumerate(denoiser_opts, start=1):
+        d_opt.zero_grad()
+        F.mse_loss(reference.denoise(t, features, zs[t - 1]), u).backward()
+        d_opt.step()
+    for (name, p), q in zip(module.model.named_parameters(), reference.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_shared_inference_renoises_each_prediction() -> None:
+    """renoise: z <- sqrt(alpha_t) u_hat_t + sqrt(1 - alpha_t) eps after every denoiser (alpha_1 = 1
+    returns the last prediction as it is); chain: each prediction is the next input."""
+    torch.manual_seed(0)
+    model = NoPropSharedModel((1, 12, 12), 4, steps=3, channels=(4,), features=8, hidden=8).eval()
+    x = torch.randn(5, 1, 12, 12)
+    alpha = [1.0, 0.55, 0.1]  # linspace(1.0, 0.1, 3)
+    with torch.no_grad():
+        noise = torch.randn((4, 10, 4), generator=torch.Generator().manual_seed(1))
+        f = model.features(x).repeat(2, 1)
+        z = noise[0]
+        for t in (3, 2, 1):
+            z = math.sqrt(alpha[t - 1]) * model.denoise(t, f, z) + math.sqrt(1 - alpha[t - 1]) * noise[t]
+        out = model.predict_logits(x, torch.Generator().manual_seed(1), runs=2)
+        assert torch.allclose(out, z.reshape(2, 5, 4), atol=1e-6)
+        model.inference = "chain"
+        start = torch.randn((1, 10, 4), generator=torch.Generator().manual_seed(1))[0]
+        chained = model.denoise(1, f, model.denoise(2, f, model.denoise(3, f, start)))
+        assert torch.equal(model.predict_logits(x, torch.Generator().manual_seed(1), runs=2), chained.reshape(2, 5, 4))
+
+
+def test_shared_encoder_is_the_seed_comparisons() -> None:
+    model = NoPropSharedModel((1, 28, 28), 10)
+    convs = [m for m in model.encoder if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.padding) for c in convs] == [(32, (0, 0)), (64, (0, 0))]
+    fc = model.encoder[-1]
+    assert isinstance(fc, torch.nn.Linear) and (fc.in_features, fc.out_features) == (1600, 128)  # 64 x 5 x 5
+    assert model.features(torch.randn(2, 1, 28, 28)).shape == (2, 128)
+    with pytest.raises(ValueError, match="inference"):
+        NoPropSharedModel((1, 28, 28), 10, inference="mean")
 
 
 # ---- evaluation reads no labels ----
@@ -212,7 +277,7 @@ def test_block_order_trains_one_block_per_share_of_epochs(tmp_path: Path) -> Non
     [
         (DT, 4, 0.3),
         (["method=noprop_backprop", *DT[1:]], 1, 0.3),
-        (SHARED, 4, None),
+        (SHARED, 2, None),  # the encoder's step, then all denoisers' in one
         (["method=noprop_shared_backprop", *SHARED[1:]], 1, None),
         ([*DT, "model.embedding=learned", "model.embedding_dim=5"], 4, 0.3),
     ],

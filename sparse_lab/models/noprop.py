@@ -135,11 +135,21 @@ class NoPropDTModel(nn.Module):
         return self.head(z).reshape(runs, batch, -1)
 
 
+INFERENCES = ("renoise", "chain")
+
+
 class NoPropSharedModel(nn.Module):
     """The shared-encoder variant: one CNN encoder and ``steps`` denoiser MLPs.
 
-    Encoder: conv32-ReLU-maxpool, conv64-ReLU-maxpool, FC(features)-ReLU. Denoiser ``t``:
+    Encoder: (conv3x3 ``channels[i]``-ReLU-maxpool) per entry of ``channels``, then FC(``features``),
+    no activation after it; with the seed comparison's unpadded convolutions (``padding=0``) an MNIST
+    image becomes 32x13x13, then 64x5x5 = 1600 inputs to FC128. Denoiser ``t``:
     ``concat(features, z_t) -> hidden -> ReLU -> classes``, trained towards the one-hot label.
+
+    ``inference="renoise"`` (the seed comparison's): from ``z ~ N(0, I)``, denoiser ``t`` (T down to 1)
+    predicts ``u_hat`` and ``sqrt(alpha_t) u_hat + sqrt(1 - alpha_t) eps`` goes on (with
+    ``alpha_1 = 1`` the last prediction comes out as it is). ``inference="chain"``: each
+    prediction is the next denoiser's input as it is, no noise after the start.
     """
 
     def __init__(
@@ -152,15 +162,20 @@ class NoPropSharedModel(nn.Module):
         hidden: int = 256,
         alpha_start: float = 1.0,
         alpha_end: float = 0.1,
+        padding: int = 0,
+        inference: str = "renoise",
     ) -> None:
         super().__init__()
+        if inference not in INFERENCES:
+            raise ValueError(f"inference must be one of {', '.join(INFERENCES)}, got {inference!r}")
         c, h, w = input_shape
         layers: list[nn.Module] = []
         for out in channels:
-            layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-            c = out
-        pools = len(channels)
-        layers += [nn.Flatten(), nn.Linear(c * _conv_out(h, pools) * _conv_out(w, pools), features), nn.ReLU()]
+            layers += [nn.Conv2d(c, out, 3, padding=padding), nn.ReLU(), nn.MaxPool2d(2)]
+            c, h, w = out, (h + 2 * padding - 2) // 2, (w + 2 * padding - 2) // 2
+        if min(h, w) < 1:
+            raise ValueError(f"input {tuple(input_shape)} is too small for {len(channels)} conv+pool stages with padding={padding}")
+        layers += [nn.Flatten(), nn.Linear(c * h * w, features)]
         self.encoder = nn.Sequential(*layers)
         self.denoisers = nn.ModuleList(
             nn.Sequential(nn.Linear(features + num_classes, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
@@ -168,6 +183,7 @@ class NoPropSharedModel(nn.Module):
         )
         self.schedule = LinearAlphaSchedule(steps, alpha_start, alpha_end)
         self.num_classes = num_classes
+        self.inference = inference
         self.to(memory_format=torch.channels_last)  # conv weights in NHWC, like the images they meet
 
     def features(self, x: Tensor) -> Tensor:
@@ -187,10 +203,18 @@ class NoPropSharedModel(nn.Module):
         return self.denoisers[t - 1](torch.cat([features, z], dim=1))
 
     def predict_logits(self, x: Tensor, generator: torch.Generator | None = None, runs: int = 1) -> Tensor:
-        """From ``z_T ~ N(0, I)``, denoisers ``T..1`` each read the previous prediction; ``(runs, B, C)``."""
+        """From ``z_T ~ N(0, I)``, denoisers ``T..1`` as ``inference`` says; ``(runs, B, C)``."""
         batch = len(x)
         features = self.features(x).repeat(runs, 1)
-        z = torch.randn((runs * batch, self.num_classes), generator=generator, device=x.device, dtype=x.dtype)
+        renoise = self.inference == "renoise"
+        noise = torch.randn(
+            (self.steps + 1 if renoise else 1, runs * batch, self.num_classes),
+            generator=generator, device=x.device, dtype=x.dtype,
+        )  # fmt: skip
+        alpha = self.schedule.alpha.to(device=x.device, dtype=x.dtype)
+        z = noise[0]
         for t in range(self.steps, 0, -1):
             z = self.denoise(t, features, z)
+            if renoise:
+                z = alpha[t - 1].sqrt() * z + (1 - alpha[t - 1]).sqrt() * noise[t]
         return z.reshape(runs, batch, -1)
