@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sparse_lab.models.cnn import conv_pool_relu
 from sparse_lab.models.noise_schedule import CosineNoiseSchedule, LinearAlphaSchedule
 
 EMBEDDINGS = ("onehot", "learned")
@@ -35,8 +36,8 @@ def _conv_out(size: int, pools: int) -> int:
 class NoPropBlock(nn.Module):
     """One NoProp-DT block: predicts the label embedding from an image and a noisy embedding.
 
-    Image path: conv32-ReLU-maxpool-dropout, conv64-ReLU-dropout, conv128-ReLU-maxpool-dropout,
-    flatten, FC256, BN. Label path: FC256-BN-ReLU, then a residual FC256-BN-ReLU-FC256-BN.
+    Image path: conv32-ReLU-maxpool-dropout, conv64-ReLU-dropout, conv128-ReLU-maxpool-dropout (each
+    pool before its ReLU: see :func:`conv_pool_relu`), flatten, FC256, BN. Label path: FC256-BN-ReLU, then a residual FC256-BN-ReLU-FC256-BN.
     Fusion: concat, FC256-BN-ReLU, FC128-BN-ReLU, FC(classes); softmax; ``u_hat = probs @ W_embed``.
     ``width`` scales every channel count and hidden width (1.0 = the paper).
     """
@@ -49,9 +50,9 @@ class NoPropBlock(nn.Module):
         c1, c2, c3 = (_scaled(width, n) for n in (32, 64, 128))
         f256, f128 = _scaled(width, 256), _scaled(width, 128)
         self.image = nn.Sequential(
-            nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),
+            *conv_pool_relu(c, c1, padding=1), nn.Dropout(dropout),
             nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.Dropout(dropout),
-            nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),
+            *conv_pool_relu(c2, c3, padding=1), nn.Dropout(dropout),
             nn.Flatten(),
             nn.Linear(c3 * _conv_out(h, 2) * _conv_out(w, 2), f256), nn.BatchNorm1d(f256),
         )  # fmt: skip
@@ -171,7 +172,7 @@ class NoPropSharedModel(nn.Module):
         c, h, w = input_shape
         layers: list[nn.Module] = []
         for out in channels:
-            layers += [nn.Conv2d(c, out, 3, padding=padding), nn.ReLU(), nn.MaxPool2d(2)]
+            layers += conv_pool_relu(c, out, padding)
             c, h, w = out, (h + 2 * padding - 2) // 2, (w + 2 * padding - 2) // 2
         if min(h, w) < 1:
             raise ValueError(f"input {tuple(input_shape)} is too small for {len(channels)} conv+pool stages with padding={padding}")
