@@ -310,6 +310,8 @@ def test_short_synthetic_run(tmp_path: Path, overrides: list[str], steps_per_bat
         ([*DT, "method.module.eval_runs=0"], "eval_runs"),
         ([*DT, "model.width=0"], "model.width"),
         ([*DT, "model.embedding=random"], "model.embedding"),
+        ([*SHARED, "model.inference=mean"], "model.inference"),
+        ([*SHARED, "model.padding=-1"], "model.padding"),
     ],
 )
 def test_bad_noprop_configs_are_refused(tmp_path: Path, overrides: list[str], message: str) -> None:
