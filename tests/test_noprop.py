@@ -154,7 +154,7 @@ def test_each_block_gets_exactly_one_gradient_per_step(cls: type) -> None:
 
 
 def test_shared_denoisers_update_as_with_one_optimizer_each() -> None:
-    """One backward of the summed denoiser losses and one Adam step over per-denoiser groups give
+    """One backward of the summed denoiser losses and one Adam step over all denoisers give
     bit for bit the seed comparison's loop: encoder through frozen denoisers, then per denoiser
     zero_grad, backward of its own loss, its own optimizer's step."""
     torch.manual_seed(0)

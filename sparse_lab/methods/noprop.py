@@ -329,12 +329,12 @@ class NoPropShared(DenoisingClassifier):
         zs = model.schedule.chain(u, self.noise)
         features = model.features(x)
         model.denoisers.requires_grad_(False)  # frozen: gradients reach the encoder only
-        encoder_loss = sum(F.mse_loss(model.denoise(t, features, zs[t - 1]), u) for t in range(1, model.steps + 1))
+        encoder_loss = sum(model.block_mse(features, zs, u).values())
         self._step(encoder_optimizer, encoder_loss)
         model.denoisers.requires_grad_(True)
         with torch.no_grad():
             features = model.features(x)
-        block_mse = {t: F.mse_loss(model.denoise(t, features, zs[t - 1]), u) for t in range(1, model.steps + 1)}
+        block_mse = model.block_mse(features, zs, u)
         denoiser_loss = sum(block_mse.values())
         self._step(denoiser_optimizer, denoiser_loss)
         total = encoder_loss.detach() + denoiser_loss.detach()
@@ -357,6 +357,5 @@ class NoPropSharedBackprop(BackpropTwin):
         model = self.model
         u = model.targets(y)
         zs = model.schedule.chain(u, self.noise)
-        features = model.features(x)
-        block_mse = {t: F.mse_loss(model.denoise(t, features, zs[t - 1]), u) for t in range(1, model.steps + 1)}
+        block_mse = model.block_mse(model.features(x), zs, u)
         return sum(block_mse.values()), block_mse

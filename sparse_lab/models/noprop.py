@@ -203,6 +203,10 @@ class NoPropSharedModel(nn.Module):
         """Denoiser ``t`` (from 1): its prediction of the one-hot label."""
         return self.denoisers[t - 1](torch.cat([features, z], dim=1))
 
+    def block_mse(self, features: Tensor, zs: Tensor, u: Tensor) -> dict[int, Tensor]:
+        """Each denoiser's MSE to the one-hot labels ``u`` from its own ``z_t = zs[t - 1]``, keyed from 1."""
+        return {t: F.mse_loss(self.denoise(t, features, zs[t - 1]), u) for t in range(1, self.steps + 1)}
+
     def predict_logits(self, x: Tensor, generator: torch.Generator | None = None, runs: int = 1) -> Tensor:
         """From ``z_T ~ N(0, I)``, denoisers ``T..1`` as ``inference`` says; ``(runs, B, C)``."""
         batch = len(x)
