@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from sparse_lab.app import CONFIG_DIR, train
+from results_io import save_result
 
 
 def framework_config(data: str, out_dir: str, extra: list[str]) -> object:
@@ -115,10 +115,7 @@ def main() -> None:
         "machine": platform.machine(),
         "overrides": args.overrides,
     }
-    print(json.dumps({k: result[k] for k in ("data", "median_plain_s", "median_framework_s", "ratio", "ratio_median_of_pairs")}, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"saved {args.out}", file=sys.stderr)
+    save_result(result, args.out, ("data", "median_plain_s", "median_framework_s", "ratio", "ratio_median_of_pairs"))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ GPU. Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback
 
 from sparse_lab.app import CONFIG_DIR, train
+from results_io import save_result
 
 BASE = [
     "data=synthetic", "hardware=gpu", "epochs=4", "batch_size=64", "data.val_size=0", "data.test_each_epoch=true",
@@ -103,9 +103,7 @@ def main() -> None:
                 "resume_max_abs_diff": max_abs_diff(whole, state(dirs["resumed"])),
             }
             print(key, result["runs"][key], flush=True)
-    print(json.dumps(result, indent=1))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    save_result(result, args.out)
 
 
 if __name__ == "__main__":

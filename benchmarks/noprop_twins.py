@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_io import save_result
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -86,9 +88,7 @@ def main() -> None:
         result["speedup_vs_reference"] = {
             m: ref[i] / runs[m]["median_train_time_s"] for i, m in enumerate((noprop, backprop))
         }
-    print(json.dumps({k: result[k] for k in ("time_ratio", "memory_ratio", "speedup_vs_reference") if k in result}, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    save_result(result, args.out, ("time_ratio", "memory_ratio", "speedup_vs_reference"))
 
 
 if __name__ == "__main__":

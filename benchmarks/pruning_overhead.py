@@ -10,7 +10,6 @@ the same process; ratio of the median epoch times. Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import save_result  # noqa: E402
 from epoch_time import framework_config, run_framework  # noqa: E402
 
 
@@ -54,9 +54,7 @@ def main() -> None:
         "target_ratio": 1.15,
         "torch": torch.__version__,
     }
-    print(json.dumps({k: result[k] for k in ("median_dense_s", "median_progressive_s", "ratio")}, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    save_result(result, args.out, ("median_dense_s", "median_progressive_s", "ratio"))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import save_result  # noqa: E402
 from epoch_time import framework_config, run_framework  # noqa: E402
 
 from sparse_lab.models import MLP  # noqa: E402
@@ -97,10 +98,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
     }
-    print(json.dumps({k: result[k] for k in ("mask_ms_median", "step_ms_median", "step_ratio_vs_full")}, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"saved {args.out}", file=sys.stderr)
+    save_result(result, args.out, ("mask_ms_median", "step_ms_median", "step_ratio_vs_full"))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_io import save_result
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -93,10 +95,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
     }
-    print(json.dumps({k: result[k] for k in ("jobs", "n_jobs", "serial_s", "parallel_s", "ratio")}, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"saved {args.out}", file=sys.stderr)
+    save_result(result, args.out, ("jobs", "n_jobs", "serial_s", "parallel_s", "ratio"))
 
 
 if __name__ == "__main__":
