@@ -17,6 +17,11 @@ def conv_pool_relu(c_in: int, c_out: int, padding: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=padding), nn.MaxPool2d(2), nn.ReLU()]
 
 
+def conv_pool_out(size: int, padding: int = 1) -> int:
+    """Side length of a feature map after :func:`conv_pool_relu` with this ``padding``."""
+    return (size + 2 * padding - 2) // 2
+
+
 class SmallCNN(nn.Module):
     """``[Conv3x3 -> ReLU -> MaxPool2] * len(channels) -> Flatten -> Linear(hidden) -> ReLU -> Linear``.
 
@@ -31,7 +36,7 @@ class SmallCNN(nn.Module):
         layers: list[nn.Module] = []
         for out in channels:
             layers += conv_pool_relu(c, out)
-            c, h, w = out, h // 2, w // 2
+            c, h, w = out, conv_pool_out(h), conv_pool_out(w)
         layers += [nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)]
         self.net = nn.Sequential(*layers)
 

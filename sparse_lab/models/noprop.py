@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sparse_lab.models.cnn import conv_pool_relu
+from sparse_lab.models.cnn import conv_pool_out, conv_pool_relu
 from sparse_lab.models.noise_schedule import CosineNoiseSchedule, LinearAlphaSchedule
 
 EMBEDDINGS = ("onehot", "learned")
@@ -25,12 +25,6 @@ def channels_last(x: Tensor) -> Tensor:
 
 def _scaled(width: float, n: int) -> int:
     return max(1, round(n * width))
-
-
-def _conv_out(size: int, pools: int) -> int:
-    for _ in range(pools):
-        size //= 2
-    return size
 
 
 class NoPropBlock(nn.Module):
@@ -54,7 +48,7 @@ class NoPropBlock(nn.Module):
             nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.Dropout(dropout),
             *conv_pool_relu(c2, c3, padding=1), nn.Dropout(dropout),
             nn.Flatten(),
-            nn.Linear(c3 * _conv_out(h, 2) * _conv_out(w, 2), f256), nn.BatchNorm1d(f256),
+            nn.Linear(c3 * conv_pool_out(conv_pool_out(h)) * conv_pool_out(conv_pool_out(w)), f256), nn.BatchNorm1d(f256),
         )  # fmt: skip
         self.label_in = nn.Sequential(nn.Linear(embed_dim, f256), nn.BatchNorm1d(f256), nn.ReLU())
         self.label_res = nn.Sequential(
@@ -173,7 +167,7 @@ class NoPropSharedModel(nn.Module):
         layers: list[nn.Module] = []
         for out in channels:
             layers += conv_pool_relu(c, out, padding)
-            c, h, w = out, (h + 2 * padding - 2) // 2, (w + 2 * padding - 2) // 2
+            c, h, w = out, conv_pool_out(h, padding), conv_pool_out(w, padding)
         if min(h, w) < 1:
             raise ValueError(f"input {tuple(input_shape)} is too small for {len(channels)} conv+pool stages with padding={padding}")
         layers += [nn.Flatten(), nn.Linear(c * h * w, features)]
