@@ -61,6 +61,7 @@ RULES: list[tuple[str, Check, str]] = [
     ("data.split_seed", _int(0), "a non-negative integer"),
     ("data.test_each_epoch", lambda v: isinstance(v, bool), "true or false"),
     ("data.download", lambda v: isinstance(v, bool), "true or false"),
+    ("data.standardize", lambda v: isinstance(v, bool), "true or false"),
     ("model.hidden", _widths, "a positive integer or a list of them, e.g. model.hidden=[256,128]"),
     ("model.channels", _widths, "a list of positive integers, e.g. model.channels=[32,64]"),
     ("method.module.label_smoothing", _fraction, "a number in [0, 1)"),

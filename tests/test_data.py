@@ -86,6 +86,12 @@ def test_normalize_maps_pixels_exactly() -> None:
     assert out[1].item() == pytest.approx((1 - 0.1307) / 0.3081, abs=1e-6)
 
 
+def test_standardize_false_only_scales_pixels_to_the_unit_interval() -> None:
+    dm = MNISTDataModule(data_dir="unused", standardize=False)  # torchvision's ToTensor, no Normalize
+    x = torch.tensor([0.0, 51.0, 255.0]).view(3, 1, 1, 1)
+    assert torch.allclose(dm.normalize(x).flatten(), torch.tensor([0.0, 0.2, 1.0]), atol=1e-7)
+
+
 def test_batches_are_converted_to_normalized_float() -> None:
     dm = synthetic()
     x, y = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)

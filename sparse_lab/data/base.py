@@ -36,6 +36,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
         seed: int = 0,
         augment: Callable[[Tensor], Tensor] | None = None,
         resize: int | None = None,
+        standardize: bool = True,
     ) -> None:
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
@@ -49,6 +50,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
         self.test_each_epoch = test_each_epoch
         self.seed = seed
         self.augment = augment
+        self.standardize = standardize  # False: pixels / 255 only, as torchvision's ToTensor without Normalize
         self.resize = resize  # square side to resize every batch to (bilinear, on device), e.g. MNIST -> 32
         if resize is not None and hasattr(self, "input_shape"):
             self.input_shape = (self.input_shape[0], resize, resize)  # type: ignore[assignment]
@@ -117,10 +119,11 @@ class InMemoryImageDataModule(L.LightningDataModule):
 
     # ---- helpers ----
     def normalize(self, x: Tensor) -> Tensor:
-        """Map float pixels in [0, 255] to ``(x / 255 - mean) / std`` per channel."""
+        """Map float pixels in [0, 255] to ``(x / 255 - mean) / std`` per channel (``x / 255`` if not ``standardize``)."""
         if self._norm is None or self._norm[0].device != x.device:
-            mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1) * 255.0
-            inv_std = 1.0 / (torch.tensor(self.std, device=x.device).view(1, -1, 1, 1) * 255.0)
+            mean, std = (self.mean, self.std) if self.standardize else ((0.0,) * len(self.mean), (1.0,) * len(self.std))
+            mean = torch.tensor(mean, device=x.device).view(1, -1, 1, 1) * 255.0
+            inv_std = 1.0 / (torch.tensor(std, device=x.device).view(1, -1, 1, 1) * 255.0)
             self._norm = (mean, inv_std)
         mean, inv_std = self._norm
         return (x - mean).mul_(inv_std)
