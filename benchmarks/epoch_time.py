@@ -26,6 +26,12 @@ from sparse_lab.app import CONFIG_DIR, train
 from results_io import save_result
 
 
+def default_data() -> str:
+    """``mnist`` when its archives are under ``$SPARSE_LAB_DATA`` (default ``./data``), else ``synthetic``."""
+    root = os.environ.get("SPARSE_LAB_DATA", "./data")
+    return "mnist" if (Path(root) / "MNIST" / "raw").exists() else "synthetic"
+
+
 def framework_config(data: str, out_dir: str, extra: list[str]) -> object:
     overrides = [f"output_dir={out_dir}", "epochs=1", "hardware=cpu", "seed=0"]
     if data == "synthetic":
@@ -73,10 +79,7 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="sparse_lab_bench_")
-    data = args.data
-    if data is None:
-        root = os.environ.get("SPARSE_LAB_DATA", "./data")
-        data = "mnist" if (Path(root) / "MNIST" / "raw").exists() else "synthetic"
+    data = args.data or default_data()
     cfg = framework_config(data, f"{tmp}/run", args.overrides)
 
     # The plain loop gets exactly the framework's data tensors.

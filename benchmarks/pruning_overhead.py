@@ -10,7 +10,6 @@ the same process; ratio of the median epoch times. Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import save_result  # noqa: E402
-from epoch_time import framework_config, run_framework  # noqa: E402
+from epoch_time import default_data, framework_config, run_framework  # noqa: E402
 
 
 def main() -> None:
@@ -30,10 +29,7 @@ def main() -> None:
     parser.add_argument("--model", default="mlp", help="a model config name; resnet18 runs at model.width=8")
     parser.add_argument("--out", default="benchmarks/results/pruning_overhead.json")
     args = parser.parse_args()
-    data = args.data
-    if data is None:
-        root = os.environ.get("SPARSE_LAB_DATA", "./data")
-        data = "mnist" if (Path(root) / "MNIST" / "raw").exists() else "synthetic"
+    data = args.data or default_data()
     model = [f"model={args.model}"] + (["model.width=8", "+trainer.limit_train_batches=100"] if args.model == "resnet18" else [])
     variants = {"dense": ["method=full", *model], "progressive": ["method=progressive", "sparsity=0.9", *model]}
     tmp = tempfile.mkdtemp(prefix="sparse_lab_prune_bench_")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -31,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import save_result  # noqa: E402
-from epoch_time import framework_config, run_framework  # noqa: E402
+from epoch_time import default_data, framework_config, run_framework  # noqa: E402
 
 from sparse_lab.models import MLP  # noqa: E402
 from sparse_lab.sparsity import RandomWalkMask  # noqa: E402
@@ -73,10 +72,7 @@ def main() -> None:
     masks_ms = {paths: time_masks(paths, args.mask_calls) for paths in (10, 1000)}
     print(f"mask construction: 10 paths {masks_ms[10]:.3f} ms, 1000 paths {masks_ms[1000]:.3f} ms", flush=True)
 
-    data = args.data
-    if data is None:
-        root = os.environ.get("SPARSE_LAB_DATA", "./data")
-        data = "mnist" if (Path(root) / "MNIST" / "raw").exists() else "synthetic"
+    data = args.data or default_data()
     tmp = tempfile.mkdtemp(prefix="sparse_lab_rw_bench_")
     epoch_s: dict[str, list[float]] = {name: [] for name in VARIANTS}
     steps = 0
