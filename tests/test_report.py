@@ -174,3 +174,33 @@ def test_lottery_rounds_are_tabled_and_plotted(tmp_path: Path) -> None:
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| 1 | 5075 | 20.0% | 3 | 0.8100 | True |" in md and "| control | 5075 | 20.0% | 40 | 0.7800 | False |" in md
     assert (tmp_path / "report" / "pruning_accuracy_vs_sparsity.png").exists()
+
+
+def test_search_result_names_the_best_trial_and_its_run(tmp_path: Path) -> None:
+    """An Optuna sweep: the best trial's params, objective and run dir; long float settings shortened."""
+    for i, (sparsity, acc) in enumerate(((0.509963891096216, 0.979), (0.936968770383219, 0.9763), (0.9555237739636369, 0.9737))):
+        fake_run(tmp_path, str(i), [f"sparsity={sparsity}"], acc)
+    (tmp_path / "optimization_results.yaml").write_text(
+        "name: optuna\nbest_params:\n  sparsity: 0.936968770383219\nbest_value: 0.936968770383219\n"
+    )
+    assert main([str(tmp_path)]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| 0.937 | 1/1 | 0.9763 |" in md and "0.936968770383219" not in md
+    assert "## Search result" in md and "| sparsity | objective | run |\n|---|---|---|\n| 0.937 | 0.937 | 1 |" in md
+
+
+def test_search_result_of_a_multi_objective_study_lists_the_pareto_front(tmp_path: Path) -> None:
+    fake_run(tmp_path, "0", ["paths=10", "lr=0.001"], 0.86)
+    fake_run(tmp_path, "1", ["paths=500", "lr=0.001"], 0.95)
+    (tmp_path / "optimization_results.yaml").write_text(
+        "name: optuna\nsolutions:\n- params: {paths: 10}\n  values: [10, 0.86]\n- params: {paths: 500}\n  values: [500, 0.95]\n"
+    )
+    assert main([str(tmp_path)]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| paths | objective | run |" in md
+    assert "| 10 | 10, 0.86 | 0 |" in md and "| 500 | 500, 0.95 | 1 |" in md
+
+
+def test_a_plain_sweep_has_no_search_section(sweep: Path) -> None:
+    assert main([str(sweep)]) == 0
+    assert "Search result" not in (sweep / "report" / "report.md").read_text()

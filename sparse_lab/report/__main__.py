@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sparse_lab.report.figures import make_figures, oneshot_levels
 from sparse_lab.report.reference import compare, load_reference
-from sparse_lab.report.runs import find_runs
+from sparse_lab.report.runs import Run, find_runs, search_result
 from sparse_lab.report.table import DEFAULT_METRICS, aggregate
 
 
@@ -27,12 +27,25 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def _fmt_setting(value: str) -> str:
+    """A swept value as typed, unless it is a long float (a sampler's draw): then 4 significant digits."""
+    try:
+        int(value)
+        return value
+    except ValueError:
+        pass
+    try:
+        return f"{float(value):.4g}" if len(value) > 8 else value
+    except ValueError:
+        return value
+
+
 def markdown(keys: list[str], rows: list[dict], metrics: tuple[str, ...]) -> str:
     present = [m for m in metrics if any(r[f"{m} n"] for r in rows)]
     header = [*keys, "runs", *present]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [r[k] for k in keys] + [f"{r['completed']}/{r['runs']}"]
+        cells = [_fmt_setting(r[k]) for k in keys] + [f"{r['completed']}/{r['runs']}"]
         for m in present:
             mean, std, n = r[f"{m} mean"], r[f"{m} std"], r[f"{m} n"]
             cells.append("" if mean is None else _fmt(mean) + (f" ± {_fmt(std)}" if n > 1 else ""))
@@ -54,6 +67,29 @@ def reference_markdown(keys: list[str], comparisons: list[dict]) -> str:
         cells += [c["metric"], _fmt(c["reference"]), _fmt(c["measured"]), "" if delta is None else f"{delta:+.4g}", mark]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\n{outside} of {len(comparisons)} cells outside tolerance.\n"
+
+
+def search_markdown(result: dict, runs: list[Run]) -> str:
+    """The sweeper's best trial (or its Pareto front), with the run dir that ran it."""
+    solutions = result.get("solutions") or [{"params": result.get("best_params") or {}, "values": [result.get("best_value")]}]
+    keys = sorted({k for s in solutions for k in s["params"]})
+
+    def run_of(params: dict) -> str:
+        def same(run: Run, key: str) -> bool:
+            value = run.overrides.get(key)
+            try:
+                return value is not None and float(value) == float(params[key])
+            except (TypeError, ValueError):
+                return value == str(params[key])
+
+        return ", ".join(run.path.name for run in runs if all(same(run, k) for k in keys))
+
+    lines = ["| " + " | ".join([*keys, "objective", "run"]) + " |", "|" + "---|" * (len(keys) + 2)]
+    for s in solutions:
+        cells = [_fmt(s["params"].get(k)) for k in keys]
+        cells += [", ".join(_fmt(v) for v in s["values"]), run_of(s["params"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def write_tensorboard_images(figures: dict, log_dir: Path) -> None:
@@ -82,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference:
         comparisons = compare(rows, load_reference(args.reference))
         text += f"\n## Against the reference ({args.reference})\n\n" + reference_markdown(keys, comparisons)
+    search = search_result(args.dir)
+    if search:
+        text += "\n## Search result (optimization_results.yaml: the sweeper's best trial)\n\n" + search_markdown(search, runs)
     levels = oneshot_levels(runs)
     if levels:
         text += "\n## One-shot pruning (no retraining)\n\n| percent | kept | sparsity | test/acc mean ± std | min | max | runs |\n|---|---|---|---|---|---|---|\n"

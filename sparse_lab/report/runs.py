@@ -79,3 +79,15 @@ def find_runs(root: Path) -> list[Run]:
             metrics = {"status": "unreadable metrics.json"}
         runs.append(Run(d, _overrides(d), metrics, _choices(d)))
     return runs
+
+
+def search_result(root: Path) -> dict[str, Any] | None:
+    """What a search sweeper saved under ``root`` (Hydra's Optuna sweeper: ``optimization_results.yaml``).
+
+    ``{"best_params": {...}, "best_value": v}`` for one objective, ``{"solutions": [{"params": {...},
+    "values": [...]}, ...]}`` (the Pareto front) for several; None when the sweep was not a search.
+    """
+    path = root / "optimization_results.yaml"
+    if not path.exists():
+        return None
+    return yaml.safe_load(path.read_text()) or None
