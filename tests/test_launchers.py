@@ -147,6 +147,10 @@ def test_constrained_objective_ranks_misses_after_hits() -> None:
     sparsity = constrained({"test/acc": 0.97}, value=0.9, at_least=0.975, direction="maximize", worst=0.0, scale=10)
     assert sparsity == pytest.approx(-0.05)
     assert constrained({}, value=1, at_least=0.5, direction="minimize", worst=2) is None
+    # 9,500 of 10,000 correct, as torchmetrics returns it (float32): exactly on the floor, so it counts
+    on_floor = torch.tensor(9500 / 10000, dtype=torch.float32).item()
+    assert on_floor < 0.95 and paths(699, on_floor) == 699
+    assert paths(699, torch.tensor(9499 / 10000, dtype=torch.float32).item()) > 2000  # one sample short
     with pytest.raises(ConfigError, match="direction"):
         constrained({"test/acc": 1.0}, value=1, at_least=0.5, direction="down", worst=2)
 
