@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -81,23 +80,19 @@ class CIFAR10ShapedDataModule(CIFAR10DataModule):
         return images, torch.randint(0, self.num_classes, (n,), generator=gen)
 
 
-def cifar10_archive_present() -> bool:
-    root = Path(os.environ.get("SPARSE_LAB_DATA", "./data"))
-    return (root / CIFAR10DataModule.dataset_cls.filename).exists()
-
-
 def run_config(dataset: str, run: str, args: argparse.Namespace, out_dir: str) -> tuple[Any, str]:
     overrides = [*RUNS[dataset][run], f"hardware={args.hardware}", f"epochs={args.epochs}", "seed=0"]
     overrides += [f"output_dir={out_dir}", "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false"]
-    data = dataset
-    if dataset == "cifar10" and not cifar10_archive_present():
-        overrides.append(f"data._target_={__name__}.{CIFAR10ShapedDataModule.__name__}")
-        data = "cifar10-shaped random images"
     if args.quick:
         overrides += QUICK + (["model.width=8"] if run == "progressive" and dataset == "cifar10" else [])
-    overrides += args.set
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=overrides), data
+        cfg = compose("config", overrides=[*overrides, *args.set])
+    data = dataset
+    # The archive where the run's own data_dir (default $SPARSE_LAB_DATA) would read it.
+    if dataset == "cifar10" and not (Path(cfg.data.data_dir).expanduser() / CIFAR10DataModule.dataset_cls.filename).exists():
+        cfg.data._target_ = f"{__name__}.{CIFAR10ShapedDataModule.__name__}"
+        data = "cifar10-shaped random images"
+    return cfg, data
 
 
 def main() -> None:
