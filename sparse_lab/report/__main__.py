@@ -16,7 +16,7 @@ from pathlib import Path
 from sparse_lab.report.figures import make_figures, oneshot_levels
 from sparse_lab.report.reference import compare, load_reference
 from sparse_lab.report.runs import Run, find_runs, search_result
-from sparse_lab.report.table import DEFAULT_METRICS, aggregate
+from sparse_lab.report.table import DEFAULT_METRICS, as_number, aggregate
 
 
 def _fmt(value: object) -> str:
@@ -28,16 +28,11 @@ def _fmt(value: object) -> str:
 
 
 def _fmt_setting(value: str) -> str:
-    """A swept value as typed, unless it is a long float (a sampler's draw): then 4 significant digits."""
-    try:
-        int(value)
+    """A swept value as typed, unless it is a long float (a sampler's draw): then as :func:`_fmt` writes it."""
+    number = as_number(value)
+    if isinstance(number, str) or len(value) <= 8 or value.lstrip("-").isdigit():
         return value
-    except ValueError:
-        pass
-    try:
-        return f"{float(value):.4g}" if len(value) > 8 else value
-    except ValueError:
-        return value
+    return _fmt(number)
 
 
 def markdown(keys: list[str], rows: list[dict], metrics: tuple[str, ...]) -> str:
@@ -69,25 +64,21 @@ def reference_markdown(keys: list[str], comparisons: list[dict]) -> str:
     return "\n".join(lines) + f"\n\n{outside} of {len(comparisons)} cells outside tolerance.\n"
 
 
+def _runs_with(params: dict, runs: list[Run]) -> str:
+    """Names of the run dirs whose overrides set every key of ``params`` to its value."""
+    return ", ".join(
+        run.path.name for run in runs if all(as_number(run.overrides.get(k, "")) == v for k, v in params.items())
+    )
+
+
 def search_markdown(result: dict, runs: list[Run]) -> str:
     """The sweeper's best trial (or its Pareto front), with the run dir that ran it."""
     solutions = result.get("solutions") or [{"params": result.get("best_params") or {}, "values": [result.get("best_value")]}]
     keys = sorted({k for s in solutions for k in s["params"]})
-
-    def run_of(params: dict) -> str:
-        def same(run: Run, key: str) -> bool:
-            value = run.overrides.get(key)
-            try:
-                return value is not None and float(value) == float(params[key])
-            except (TypeError, ValueError):
-                return value == str(params[key])
-
-        return ", ".join(run.path.name for run in runs if all(same(run, k) for k in keys))
-
     lines = ["| " + " | ".join([*keys, "objective", "run"]) + " |", "|" + "---|" * (len(keys) + 2)]
     for s in solutions:
         cells = [_fmt(s["params"].get(k)) for k in keys]
-        cells += [", ".join(_fmt(v) for v in s["values"]), run_of(s["params"])]
+        cells += [", ".join(_fmt(v) for v in s["values"]), _runs_with(s["params"], runs)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -22,7 +22,8 @@ def swept_keys(runs: Sequence[Run]) -> list[str]:
     return [k for k in sorted(keys) if len(keys[k]) > 1 and k not in SEED_KEYS]
 
 
-def _number(v: str) -> float | str:
+def as_number(v: str) -> float | str:
+    """An override value as a float when it reads as one (``"1e-3"``, ``"699"``), else as it is."""
     try:
         return float(v)
     except ValueError:
@@ -36,7 +37,7 @@ def aggregate(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS) -> 
     for run in runs:
         groups[tuple(run.overrides.get(k, "") for k in keys)].append(run)
     rows = []
-    for setting in sorted(groups, key=lambda s: tuple((isinstance(_number(v), str), _number(v)) for v in s)):
+    for setting in sorted(groups, key=lambda s: tuple((isinstance(as_number(v), str), as_number(v)) for v in s)):
         members = groups[setting]
         done = [r for r in members if r.status == "completed"]
         common = {k: v for k, v in members[0].values.items() if all(m.values.get(k) == v for m in members)}
