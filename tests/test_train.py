@@ -152,3 +152,38 @@ def test_real_mnist_tensors_and_normalization(real_data_dir: Path) -> None:
         assert dm.splits["test"][0].shape == (10000, 1, 28, 28)
         x = dm.normalize(images.float())
         assert abs(x.mean().item()) < 0.01 and abs(x.std().item() - 1) < 0.01
+
+
+def test_queued_metric_updates_give_the_per_step_metrics(tmp_path: Path) -> None:
+    # batch 100 over 896 images: 8 steps an epoch, the last one short (96), so per-sample weighting matters
+    rows = {}
+    for every in (1, 3, 64):
+        out = tmp_path / str(every)
+        train(make_cfg(out, "epochs=2", "batch_size=100", "data.test_each_epoch=true", f"method.module.metric_update_every={every}"))
+        rows[every] = metrics(out)
+    for every in (3, 64):
+        for row, ref in zip(rows[every]["epochs"], rows[1]["epochs"]):
+            for key in ("train/acc", "val/acc", "test/acc"):
+                assert row[key] == ref[key], (every, key)
+            for key in ("train/loss", "val/loss", "test/loss"):
+                assert row[key] == pytest.approx(ref[key], rel=1e-6), (every, key)
+        assert rows[every]["test"] == pytest.approx(rows[1]["test"], rel=1e-6)
+
+
+def test_metric_queue_is_bounded_and_bad_interval_refused() -> None:
+    from sparse_lab.errors import ConfigError
+    from sparse_lab.methods import Classifier
+    from sparse_lab.models import MLP
+
+    module = Classifier(MLP((4,), 3, (5,)), optimizer=torch.optim.SGD, num_classes=3, metric_update_every=4)
+    x, y = torch.randn(10, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    lengths = []
+    for _ in range(9):
+        module._shared_step((x, y), "train")
+        lengths.append(len(module._queued["train"]))
+    assert lengths == [1, 2, 3, 0, 1, 2, 3, 0, 1]
+    assert module.train_acc.update_count == 2  # two updates of 4 steps each; one step still queued
+    module._update_metrics("train")
+    assert module.train_acc.update_count == 3 and module.train_loss.weight == 90  # every sample counted once
+    with pytest.raises(ConfigError, match="metric_update_every"):
+        Classifier(MLP((4,), 3, (5,)), optimizer=torch.optim.SGD, num_classes=3, metric_update_every=0)

@@ -57,6 +57,7 @@ class Classifier(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         label_smoothing: float = 0.0,
+        metric_update_every: int = 64,
     ) -> None:
         super().__init__()
         # Manual optimization: Lightning's automatic closure machinery costs about 0.4 ms a step,
@@ -65,13 +66,20 @@ class Classifier(L.LightningModule):
         self.automatic_optimization = False
         if scheduler_interval not in ("epoch", "step"):
             raise ConfigError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        if metric_update_every < 1:
+            raise ConfigError(f"metric_update_every must be >= 1, got {metric_update_every}")
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        # Per-stage running aggregates, updated every step and logged once per epoch: Lightning's
-        # per-step ``self.log`` costs more than a small model's whole training step.
+        # Per-stage running aggregates, logged once per epoch: Lightning's per-step ``self.log`` costs
+        # more than a small model's whole training step. A step only queues its predicted labels,
+        # targets and loss; the metrics get them in one update every ``metric_update_every`` steps
+        # and before every compute. Two metric updates a step cost about 0.25 ms inside a training
+        # loop on a 2-core CPU (a dozen small tensor ops), an eighth of the MNIST MLP's step.
+        self.metric_update_every = metric_update_every
+        self._queued: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {stage: [] for stage in STAGES}
         for stage in STAGES:
             setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes, average="micro", validate_args=False))
             setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))  # keep NaN visible
@@ -91,14 +99,27 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self.model(x)
         loss = self.loss_fn(logits, y)
-        getattr(self, f"{stage}_acc").update(logits.detach(), y)
+        queue = self._queued[stage]
+        queue.append((logits.detach().argmax(1), y, loss.detach()))
+        if len(queue) >= self.metric_update_every:
+            self._update_metrics(stage)
+        return loss
+
+    def _update_metrics(self, stage: str) -> None:
+        """Hand the queued steps of ``stage`` to its metrics in one update each."""
+        queue = self._queued[stage]
+        if not queue:
+            return
+        preds, targets, losses = zip(*queue)
+        queue.clear()
+        getattr(self, f"{stage}_acc").update(torch.cat(preds), torch.cat(targets))
         # One value per sample, so that the epoch's loss is the mean over samples, also over ranks and
         # with a short last batch: MeanMetric(nan_strategy="disable") ignores a weight argument
         # (torchmetrics replaces it by ones), which would average the batch means instead.
-        getattr(self, f"{stage}_loss").update(loss.detach().expand(len(y)))
-        return loss
+        getattr(self, f"{stage}_loss").update(torch.cat([loss.expand(len(y)) for loss, y in zip(losses, targets)]))
 
     def _log_epoch(self, stage: str) -> None:
+        self._update_metrics(stage)
         acc, loss = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_loss")
         if acc.update_count == 0:
             return
@@ -137,6 +158,7 @@ class Classifier(L.LightningModule):
         # A module fitted again after trainer.test (lottery rounds) holds metric states created
         # in inference mode, which cannot be updated in place during training: recreate them.
         for stage in STAGES:
+            self._queued[stage].clear()
             getattr(self, f"{stage}_acc").reset()
             getattr(self, f"{stage}_loss").reset()
 
