@@ -2,6 +2,7 @@
 
 from sparse_lab.callbacks.gradient_mask import RandomWalkGradientMask
 from sparse_lab.callbacks.metrics_json import MetricsJSONWriter, peak_memory_mb
+from sparse_lab.callbacks.progress_bar import TimedProgressBar
 from sparse_lab.callbacks.pruning_schedule import PruningSchedule
 from sparse_lab.callbacks.update_stats import UpdateStats
 from sparse_lab.callbacks.weight_stats import WeightStatistics, weight_statistics
@@ -10,6 +11,7 @@ __all__ = [
     "MetricsJSONWriter",
     "PruningSchedule",
     "RandomWalkGradientMask",
+    "TimedProgressBar",
     "UpdateStats",
     "WeightStatistics",
     "peak_memory_mb",
