@@ -66,6 +66,8 @@ RULES: list[tuple[str, Check, str]] = [
     ("model.channels", _widths, "a list of positive integers, e.g. model.channels=[32,64]"),
     ("method.module.label_smoothing", _fraction, "a number in [0, 1)"),
     ("method.module.scheduler_interval", _choice("epoch", "step"), "one of: epoch, step"),
+    ("method.module.metric_update_every", _int(1), "an integer >= 1 (steps whose predictions one metric update takes)"),
+    ("method.callbacks.gradient_mask.sampler.backend", _choice("auto", "torch", "numba"), "one of: auto, torch, numba"),
     ("method.module.eval_runs", _int(1), "an integer >= 1 (stochastic inference runs in the final test)"),
     ("method.module.epoch_eval_runs", _int(1), "an integer >= 1 (stochastic inference runs per epoch)"),
     ("method.module.order", _choice("batch", "block"), "one of: batch, block"),

@@ -17,7 +17,10 @@ from sparse_lab.callbacks import UpdateStats
 from sparse_lab.errors import ConfigError
 from sparse_lab.models import MLP, SmallCNN
 from sparse_lab.sparsity import RandomWalkMask, RowSparseLinear, linear_chain, mask_gradients, use_row_sparse_backward
+from sparse_lab.sparsity.random_walk import edge_masks, keep_edge_gradients
 from tests.conftest import REPO, make_cfg
+
+BACKENDS = ["torch", "numba"]  # the tensor walk and the compiled CPU walk: both must pass every walk test
 
 
 def mlp(seed: int = 0, hidden=(16, 12)) -> MLP:
@@ -29,11 +32,12 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("bias", ["weight", "uniform"])
-def test_each_path_is_one_connected_edge_per_layer(bias: str) -> None:
+def test_each_path_is_one_connected_edge_per_layer(bias: str, backend: str) -> None:
     model = mlp()
     weights = [lin.weight for lin in model.linears]
-    sampler = RandomWalkMask(50, start="random", bias=bias)
+    sampler = RandomWalkMask(50, start="random", bias=bias, backend=backend)
     starts = sampler.start_units(10, None, gen())
     edges = sampler.walk(weights, starts, gen())
     assert len(edges) == 3 and torch.equal(edges[-1][0], starts)
@@ -44,9 +48,10 @@ def test_each_path_is_one_connected_edge_per_layer(bias: str) -> None:
         assert (rows < w.shape[0]).all() and (cols < w.shape[1]).all()
 
 
-def test_zero_weights_are_never_walked_and_zero_rows_fall_back_to_uniform() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_weights_are_never_walked_and_zero_rows_fall_back_to_uniform(backend: str) -> None:
     w = torch.tensor([[0.0, 1.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
-    sampler = RandomWalkMask(20000, start="random")
+    sampler = RandomWalkMask(20000, start="random", backend=backend)
     (rows, cols), = sampler.walk([w], torch.tensor([0, 1]).repeat(10000), gen())
     top, zero = cols[rows == 0], cols[rows == 1]
     assert set(top.tolist()) == {1, 2}
@@ -54,16 +59,19 @@ def test_zero_weights_are_never_walked_and_zero_rows_fall_back_to_uniform() -> N
     assert set(zero.tolist()) == {0, 1, 2, 3}
 
 
-def test_gradient_bias_follows_the_gradient() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradient_bias_follows_the_gradient(backend: str) -> None:
     w = torch.ones(1, 3)
     g = torch.tensor([[0.0, 0.0, 5.0]])
-    (_, cols), = RandomWalkMask(100, start="random", bias="gradient").walk([w], torch.zeros(100, dtype=torch.long), gen(), [g])
+    sampler = RandomWalkMask(100, start="random", bias="gradient", backend=backend)
+    (_, cols), = sampler.walk([w], torch.zeros(100, dtype=torch.long), gen(), [g])
     assert (cols == 2).all()
 
 
-def test_masks_mark_at_most_paths_edges_and_exactly_the_visited_rows() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_masks_mark_at_most_paths_edges_and_exactly_the_visited_rows(backend: str) -> None:
     model = mlp()
-    sampler = RandomWalkMask(7, start="target")
+    sampler = RandomWalkMask(7, start="target", backend=backend)
     labels = torch.tensor([1, 4, 4])
     g1, g2 = gen(3), gen(3)
     masks = sampler.masks(model.linears, labels, g1)
@@ -76,33 +84,146 @@ def test_masks_mark_at_most_paths_edges_and_exactly_the_visited_rows() -> None:
         assert set(bias_mask.nonzero().flatten().tolist()) == set(rows.tolist())
 
 
-def test_target_starts_only_at_labels_in_the_batch() -> None:
-    starts = RandomWalkMask(500, start="target").start_units(10, torch.tensor([3, 7, 7]), gen())
-    assert set(starts.tolist()) == {3, 7}
-    random = RandomWalkMask(500, start="random").start_units(10, torch.tensor([3]), gen())
-    assert len(set(random.tolist())) == 10
-
-
-def test_same_seed_same_masks() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_target_starts_only_at_labels_in_the_batch(backend: str) -> None:
     model = mlp()
-    a = RandomWalkMask(20).masks(model.linears, torch.arange(10), gen(1))
-    b = RandomWalkMask(20).masks(model.linears, torch.arange(10), gen(1))
-    c = RandomWalkMask(20).masks(model.linears, torch.arange(10), gen(2))
+    labels = torch.tensor([3, 7, 7])
+    starts = RandomWalkMask(500, start="target", backend=backend).start_units(10, labels, gen())
+    assert set(starts.tolist()) == {3, 7}
+    assert (starts == 7).float().mean().item() == pytest.approx(2 / 3, abs=0.07)  # a uniformly drawn sample's label
+    rows, _ = RandomWalkMask(500, start="target", backend=backend).edges(model.linears, labels, gen())
+    assert set(rows[-1].tolist()) == {3, 7}
+    random = RandomWalkMask(500, start="random", backend=backend).start_units(10, torch.tensor([3]), gen())
+    assert len(set(random.tolist())) == 10
+    with pytest.raises(ValueError, match="labels"):
+        RandomWalkMask(5, start="target", backend=backend).edges(model.linears, torch.tensor([], dtype=torch.long), gen())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_seed_same_masks(backend: str) -> None:
+    model = mlp()
+    a = RandomWalkMask(20, backend=backend).masks(model.linears, torch.arange(10), gen(1))
+    b = RandomWalkMask(20, backend=backend).masks(model.linears, torch.arange(10), gen(1))
+    c = RandomWalkMask(20, backend=backend).masks(model.linears, torch.arange(10), gen(2))
     assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
     assert not all(torch.equal(x[0], y[0]) for x, y in zip(a, c))
 
 
-def test_masked_gradients_are_zero_and_the_rest_equal_the_dense_gradients() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_masked_gradients_are_zero_and_the_rest_equal_the_dense_gradients(backend: str) -> None:
     model = mlp()
     x, y = torch.randn(32, 1, 5, 5), torch.randint(0, 10, (32,))
     nn.functional.cross_entropy(model(x), y).backward()
     params = [p for lin in model.linears for p in (lin.weight, lin.bias)]
     dense = [p.grad.clone() for p in params]
-    masks = [m for pair in RandomWalkMask(30).masks(model.linears, y, gen()) for m in pair]
-    mask_gradients(params, masks)
+    sampler = RandomWalkMask(30, backend=backend)
+    rows, cols = sampler.edges(model.linears, y, gen())
+    masks = [m for pair in edge_masks([lin.weight for lin in model.linears], rows, cols) for m in pair]
+    assert [m.dtype for m in masks] == [torch.bool] * 6
+    keep_edge_gradients(model.linears, rows, cols, backend=backend)  # what the callback does
     for p, d, m in zip(params, dense, masks):
         assert (p.grad[~m] == 0).all()
         assert torch.equal(p.grad[m], d[m])
+    for p, d in zip(params, dense):
+        p.grad = d.clone()
+    mask_gradients(params, masks)  # the same gradients by multiplying with the masks
+    for p, d, m in zip(params, dense, masks):
+        assert (p.grad[~m] == 0).all() and torch.equal(p.grad[m], d[m])
+
+
+def _reference_walk(scores: list[torch.Tensor], starts: torch.Tensor, uniforms: torch.Tensor, bias: str) -> list[list[int]]:
+    """The walk of every path written out one path and layer at a time, in float64 (the definition)."""
+    cols_per_layer = []
+    rows = starts.tolist()
+    for i, layer in enumerate(reversed(range(len(scores)))):
+        score = scores[layer].double().abs()
+        cols = []
+        for p, r in enumerate(rows):
+            u, n = float(uniforms[i, p]), score.shape[1]
+            total = float(score[r].sum())
+            if bias == "uniform" or not 0 < total < float("inf"):
+                cols.append(min(int(u * n), n - 1))
+                continue
+            cdf = score[r].cumsum(0)
+            cols.append(int((cdf <= u * total).sum()))  # the first column whose cumulative mass exceeds u * total
+        cols_per_layer.append(cols)
+        rows = cols
+    return cols_per_layer[::-1]
+
+
+@pytest.mark.parametrize("bias", ["weight", "uniform", "gradient"])
+def test_both_backends_draw_the_columns_of_the_inverse_cdf_written_out(bias: str) -> None:
+    # Widths 200 and 70: whole blocks of 64, groups of 8 and short last blocks; exact zeros, an all-zero
+    # row and a row with a NaN (uniform fallback).
+    torch.manual_seed(0)
+    model = MLP((1, 10, 20), 10, (70, 30))
+    for lin in model.linears:
+        with torch.no_grad():
+            lin.weight.mul_(torch.rand_like(lin.weight) > 0.3)
+            lin.weight.grad = torch.randn_like(lin.weight) * (torch.rand_like(lin.weight) > 0.5)
+    with torch.no_grad():
+        model.linears[0].weight[5] = 0.0
+        model.linears[1].weight[3, 7] = float("nan")
+    scores = [lin.weight.grad if bias == "gradient" else lin.weight for lin in model.linears]
+    labels = torch.randint(0, 10, (64,))
+    edges = {}
+    for backend in BACKENDS:
+        edges[backend] = RandomWalkMask(3000, start="target", bias=bias, backend=backend).edges(model.linears, labels, gen(7))
+    assert torch.equal(edges["torch"][0], edges["numba"][0]) and torch.equal(edges["torch"][1], edges["numba"][1])
+    rows, cols = edges["numba"]
+    uniforms = torch.rand(4, 3000, generator=gen(7))  # the numbers edges() drew: start picks, then each layer, top first
+    starts = labels[(uniforms[0].double() * 64).long()]
+    assert torch.equal(rows[-1], starts)
+    reference = _reference_walk(scores, starts, uniforms[1:], bias)
+    assert [c.tolist() for c in cols] == reference
+    if bias != "uniform":  # zero entries are never drawn
+        for score, r, c in zip(scores, rows, cols):
+            finite_rows = torch.isfinite(score).all(1)[r] & (score.abs().sum(1)[r] > 0)
+            assert (score[r, c][finite_rows] != 0).all()
+
+
+def test_masks_of_both_backends_agree_and_whole_rows_keep_visited_rows() -> None:
+    model = mlp()
+    weights = [lin.weight for lin in model.linears]
+    rows, cols = RandomWalkMask(40).edges(model.linears, torch.arange(10), gen(4))
+    for whole_rows in (False, True):
+        for dtype in (torch.bool, torch.float32):
+            compiled = edge_masks(weights, rows, cols, whole_rows, dtype)
+            on_meta = edge_masks([w.to("meta") for w in weights], rows.to("meta"), cols.to("meta"), whole_rows, dtype)
+            assert all(w.device.type == "meta" for w, _ in on_meta)  # not on the CPU: tensor operations
+            reference = []
+            for w, r, c in zip(weights, rows, cols):
+                bias_mask = torch.zeros(w.shape[0], dtype=dtype)
+                bias_mask[r] = 1
+                weight_mask = torch.zeros(w.shape, dtype=dtype)
+                if whole_rows:
+                    weight_mask[r] = 1
+                else:
+                    weight_mask[r, c] = 1
+                reference.append((weight_mask, bias_mask))
+            for (w, b), (rw, rb) in zip(compiled, reference):
+                assert w.dtype == dtype and torch.equal(w, rw) and torch.equal(b, rb)
+
+
+def test_keep_edge_gradients_without_biases_and_backend_options() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5, bias=False), nn.ReLU(), nn.Linear(5, 3, bias=False))
+    linears = [model[0], model[2]]
+    nn.functional.cross_entropy(model(torch.randn(8, 6)), torch.randint(0, 3, (8,))).backward()
+    dense = [lin.weight.grad.clone() for lin in linears]
+    rows, cols = RandomWalkMask(4, start="random").edges(linears, None, gen())
+    keep_edge_gradients(linears, rows, cols)
+    for lin, d, r, c in zip(linears, dense, rows, cols):
+        expected = torch.zeros_like(d)
+        expected[r, c] = d[r, c]
+        assert torch.equal(lin.weight.grad, expected)
+    with pytest.raises(ConfigError, match="backend='gpu'"):
+        RandomWalkMask(5, backend="gpu")
+    half = [nn.Linear(4, 3).half()]
+    with pytest.raises(ValueError, match="backend=numba needs float32/float64"):
+        RandomWalkMask(5, start="random", backend="numba").edges(half, None, gen())
+    rows, cols = RandomWalkMask(5, start="random").edges(half, None, gen())  # auto: tensor operations
+    assert rows.shape == cols.shape == (1, 5)
 
 
 def test_a_model_that_is_not_a_linear_chain_is_refused_by_name() -> None:

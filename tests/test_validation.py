@@ -33,6 +33,9 @@ BAD_INPUTS = [
     (["method.module.label_smoothing=1.5"], "method.module.label_smoothing=1.5 is invalid"),
     (["method=rw_target", "model=cnn"], "method rw_target needs a model that is a chain of Linear layers"),
     (["method=rw_random", "method.callbacks.gradient_mask.sampler.start=middle"], "start='middle' is not one of random, target"),
+    (["method=rw_target", "method.callbacks.gradient_mask.sampler.backend=cuda"],
+     "method.callbacks.gradient_mask.sampler.backend='cuda' is invalid: it must be one of: auto, torch, numba"),
+    (["method.module.metric_update_every=0"], "method.module.metric_update_every=0 is invalid: it must be an integer >= 1"),
     (["method=rw_target", "method.callbacks.gradient_mask.sampler.bias=gradient", "rw_backward=rows"],
      "rw_backward=rows draws the walk before backward"),
 ]

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from sparse_lab.errors import ConfigError
 from sparse_lab.sparsity import RandomWalkMask, linear_chain, mask_gradients, use_row_sparse_backward
+from sparse_lab.sparsity.random_walk import edge_masks, keep_edge_gradients
 
 BACKWARDS = ("dense", "rows")
 
@@ -46,7 +47,8 @@ class RandomWalkGradientMask(Callback):
         self.generator: torch.Generator | None = None
         self._generator_state: Tensor | None = None
         self._labels: Tensor | None = None
-        self.masks: list[tuple[Tensor, Tensor]] = []
+        self.edges: tuple[Tensor, Tensor] | None = None  # this step's (rows, cols), each (layers, paths)
+        self._masks: list[tuple[Tensor, Tensor]] | None = None
 
     def check_model(self, model: torch.nn.Module) -> None:
         """Raise ConfigError now if ``model`` is not a chain of Linear layers (called before training)."""
@@ -59,6 +61,7 @@ class RandomWalkGradientMask(Callback):
         if self.backward == "rows":
             use_row_sparse_backward(model)
         self.linears = linear_chain(model, self.method)
+        self.sampler.prepare(self.linears)
         self.params = [p for lin in self.linears for p in (lin.weight, lin.bias) if p is not None]
         self._has_bias = [lin.bias is not None for lin in self.linears]
         self.generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
@@ -71,10 +74,18 @@ class RandomWalkGradientMask(Callback):
             labels = trainer.strategy.all_gather(labels).reshape(-1)
         self._labels = labels
 
+    @property
+    def masks(self) -> list[tuple[Tensor, Tensor]]:
+        """This step's ``(weight_mask, bias_mask)`` per layer, in the gradients' dtype (built on first use)."""
+        if self._masks is None and self.edges is not None:
+            self._masks = edge_masks(
+                [lin.weight for lin in self.linears], *self.edges, whole_rows=self.backward == "rows", dtype=self.params[0].dtype
+            )
+        return self._masks or []
+
     def _draw(self) -> None:
-        self.masks = self.sampler.masks(
-            self.linears, self._labels, self.generator, whole_rows=self.backward == "rows", dtype=self.params[0].dtype
-        )
+        self.edges = self.sampler.edges(self.linears, self._labels, self.generator)
+        self._masks = None
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
         if self.backward == "rows":
@@ -85,6 +96,8 @@ class RandomWalkGradientMask(Callback):
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         if self.backward == "dense":
             self._draw()
+            keep_edge_gradients(self.linears, *self.edges, backend=self.sampler.backend)  # = multiplying by self.masks
+            return
         masks = []
         for (weight_mask, bias_mask), has_bias in zip(self.masks, self._has_bias):
             masks += [weight_mask, bias_mask] if has_bias else [weight_mask]
