@@ -92,6 +92,21 @@ def test_standardize_false_only_scales_pixels_to_the_unit_interval() -> None:
     assert torch.allclose(dm.normalize(x).flatten(), torch.tensor([0.0, 0.2, 1.0]), atol=1e-7)
 
 
+def test_given_statistics_replace_the_data_sets_own() -> None:
+    from sparse_lab.errors import ConfigError
+
+    x = torch.tensor([0.0, 127.5, 255.0]).view(3, 1, 1, 1)
+    half = FashionMNISTDataModule(data_dir="unused", mean=[0.5], std=[0.5])  # torchvision's Normalize((0.5,), (0.5,))
+    assert torch.allclose(half.normalize(x).flatten(), torch.tensor([-1.0, 0.0, 1.0]), atol=1e-6)
+    own = FashionMNISTDataModule(data_dir="unused")
+    assert own.normalize(x).flatten()[0].item() == pytest.approx(-0.2860 / 0.3530, abs=1e-6)
+    assert synthetic(mean=[0.2], std=[0.4]).normalize(x).flatten()[0].item() == pytest.approx(-0.5, abs=1e-6)
+    with pytest.raises(ConfigError, match=r"data.mean=\[0.5, 0.5\] is invalid: it must be 1 number"):
+        MNISTDataModule(data_dir="unused", mean=[0.5, 0.5])
+    with pytest.raises(ConfigError, match="each > 0"):
+        MNISTDataModule(data_dir="unused", std=[0.0])
+
+
 def test_batches_are_converted_to_normalized_float() -> None:
     dm = synthetic()
     x, y = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)

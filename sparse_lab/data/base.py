@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
@@ -17,7 +17,8 @@ class InMemoryImageDataModule(L.LightningDataModule):
     """Base for image classification data held as whole tensors.
 
     Subclasses implement :meth:`load_split` (uint8 images ``(N, C, H, W)`` and int64 labels) and set
-    ``input_shape``, ``num_classes``, ``mean`` and ``std``. The training split is divided into
+    ``input_shape``, ``num_classes``, ``mean`` and ``std`` (the data set's per-channel statistics, which
+    ``mean=`` / ``std=`` replace). The training split is divided into
     train/val with a fixed ``split_seed``; the official test split is the test set.
     """
 
@@ -37,12 +38,16 @@ class InMemoryImageDataModule(L.LightningDataModule):
         augment: Callable[[Tensor], Tensor] | None = None,
         resize: int | None = None,
         standardize: bool = True,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
             raise ConfigError(f"batch sizes must be >= 1, got batch_size={batch_size}, eval_batch_size={eval_batch_size}")
         if val_size < 0:
             raise ConfigError(f"data.val_size must be >= 0, got {val_size}")
+        if hasattr(self, "mean"):  # a subclass that sets its statistics in __init__ calls this itself
+            self.set_statistics(mean, std)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.val_size = val_size
@@ -56,6 +61,19 @@ class InMemoryImageDataModule(L.LightningDataModule):
             self.input_shape = (self.input_shape[0], resize, resize)  # type: ignore[assignment]
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self._norm: tuple[Tensor, Tensor] | None = None
+
+    def set_statistics(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+        """Standardize with these per-channel statistics instead of the data set's own (None keeps them):
+        e.g. ``mean=[0.5] std=[0.5]`` maps pixels to [-1, 1] as torchvision's ``Normalize((0.5,), (0.5,))``."""
+        for name, value in (("mean", mean), ("std", std)):
+            if value is None:
+                continue
+            value = tuple(float(v) for v in value)
+            if len(value) != len(self.mean) or (name == "std" and min(value) <= 0):
+                each = ", each > 0" if name == "std" else ""
+                raise ConfigError(f"data.{name}={list(value)} is invalid: it must be {len(self.mean)} number(s), one per channel{each}")
+            setattr(self, name, value)
+        self._norm = None
 
     # ---- to implement ----
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:

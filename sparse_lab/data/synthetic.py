@@ -25,6 +25,8 @@ class SyntheticDataModule(InMemoryImageDataModule):
         test_size: int = 256,
         noise: float = 0.3,
         data_seed: int = 1234,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -35,6 +37,7 @@ class SyntheticDataModule(InMemoryImageDataModule):
         self.data_seed = data_seed
         self.mean = (0.5,) * self.input_shape[0]
         self.std = (0.25,) * self.input_shape[0]
+        self.set_statistics(mean, std)
 
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
         prototypes = torch.rand(self.num_classes, *self.input_shape, generator=torch.Generator().manual_seed(self.data_seed))
