@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from sparse_lab.app import build, train
 from sparse_lab.errors import ConfigError
-from sparse_lab.methods import NoPropDT, NoPropDTBackprop, NoPropShared, NoPropSharedBackprop
+from sparse_lab.methods import NoPropDT, NoPropDTBackprop, NoPropShared
 from sparse_lab.models import CosineNoiseSchedule, LinearAlphaSchedule, NoPropDTModel, NoPropSharedModel
 from tests.conftest import make_cfg
 from tests.helpers import SimulatedCrash

@@ -33,6 +33,7 @@ def _block_prefix(score: np.ndarray, r: int, block: int, out: np.ndarray) -> Non
             s += abs(score[r, j])
         out[r, full] = acc + s
 
+
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
 def _count_group(score: np.ndarray, r: int, start: int, t: float) -> int:
     """How many of the ``GROUP`` running sums of ``|score[r, start:]|`` stay at or below ``t``: the
@@ -45,12 +46,14 @@ def _count_group(score: np.ndarray, r: int, start: int, t: float) -> int:
         n += cum <= t
     return n
 
+
 @njit(cache=True, nogil=True, boundscheck=False)
 def _last_nonzero(score: np.ndarray, r: int, lo: int, hi: int) -> int:
     for j in range(hi - 1, lo - 1, -1):
         if score[r, j] != 0.0:
             return j
     return -1
+
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
 def _scan_block(score: np.ndarray, r: int, lo: int, hi: int, t: float) -> int:
@@ -89,6 +92,7 @@ def _scan_block(score: np.ndarray, r: int, lo: int, hi: int, t: float) -> int:
             t -= v
     return _last_nonzero(score, r, lo, hi)
 
+
 @njit(cache=True, nogil=True, boundscheck=False)
 def _draw_layer(score: np.ndarray, rows: np.ndarray, u: np.ndarray, uniform: bool, cols: np.ndarray) -> None:
     n_rows, n_cols = score.shape
@@ -126,6 +130,7 @@ def _draw_layer(score: np.ndarray, rows: np.ndarray, u: np.ndarray, uniform: boo
             c = min(int(u[p] * n_cols), n_cols - 1)
         cols[p] = c
 
+
 @njit(cache=True, nogil=True, boundscheck=False)
 def _walk(scores, starts: np.ndarray, pick: int, u: np.ndarray, uniform: bool) -> tuple[np.ndarray, np.ndarray]:
     """``pick``: 0 ``starts`` are the start units; 1 ``starts`` are labels to pick from with
@@ -149,6 +154,7 @@ def _walk(scores, starts: np.ndarray, pick: int, u: np.ndarray, uniform: bool) -
             rows[layer - 1] = cols[layer]
     return rows, cols
 
+
 @njit(cache=True, nogil=True, boundscheck=False)
 def _keep_edges(grads, biases, has_bias: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
     for layer in range(len(grads)):
@@ -166,6 +172,7 @@ def _keep_edges(grads, biases, has_bias: np.ndarray, rows: np.ndarray, cols: np.
             b[:] = 0
             for p in range(r.shape[0]):
                 b[r[p]] = kept[p]
+
 
 @njit(cache=True, nogil=True, boundscheck=False)
 def _edge_masks(shapes, rows: np.ndarray, cols: np.ndarray, whole_rows: bool, witness: np.ndarray):
