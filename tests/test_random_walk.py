@@ -16,8 +16,15 @@ from sparse_lab.app import train
 from sparse_lab.callbacks import UpdateStats
 from sparse_lab.errors import ConfigError
 from sparse_lab.models import MLP, SmallCNN
-from sparse_lab.sparsity import RandomWalkMask, RowSparseLinear, linear_chain, mask_gradients, use_row_sparse_backward
-from sparse_lab.sparsity.random_walk import edge_masks, keep_edge_gradients
+from sparse_lab.sparsity import (
+    RandomWalkMask,
+    RowSparseLinear,
+    edge_masks,
+    keep_edge_gradients,
+    linear_chain,
+    mask_gradients,
+    use_row_sparse_backward,
+)
 from tests.conftest import REPO, make_cfg
 
 BACKENDS = ["torch", "numba"]  # the tensor walk and the compiled CPU walk: both must pass every walk test

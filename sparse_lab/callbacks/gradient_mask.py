@@ -10,8 +10,14 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from sparse_lab.errors import ConfigError
-from sparse_lab.sparsity import RandomWalkMask, linear_chain, mask_gradients, use_row_sparse_backward
-from sparse_lab.sparsity.random_walk import edge_masks, keep_edge_gradients
+from sparse_lab.sparsity import (
+    RandomWalkMask,
+    edge_masks,
+    keep_edge_gradients,
+    linear_chain,
+    mask_gradients,
+    use_row_sparse_backward,
+)
 
 BACKWARDS = ("dense", "rows")
 

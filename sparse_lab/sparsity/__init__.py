@@ -12,7 +12,7 @@ from sparse_lab.sparsity.magnitude import (
     sparsity_report,
 )
 from sparse_lab.sparsity.masks import count_nonzero, mask_gradients, mask_optimizer_state
-from sparse_lab.sparsity.random_walk import RandomWalkMask, linear_chain
+from sparse_lab.sparsity.random_walk import RandomWalkMask, edge_masks, keep_edge_gradients, linear_chain
 from sparse_lab.sparsity.schedules import CubicSchedule, LinearEpochSchedule, LinearExactSchedule, OneShotAtSchedule
 from sparse_lab.sparsity.row_sparse import RowSparseLinear, use_row_sparse_backward
 
@@ -34,6 +34,8 @@ __all__ = [
     "RandomWalkMask",
     "RowSparseLinear",
     "count_nonzero",
+    "edge_masks",
+    "keep_edge_gradients",
     "linear_chain",
     "mask_gradients",
     "use_row_sparse_backward",

@@ -97,7 +97,7 @@ def compile_for(dtype: torch.dtype, layers: int) -> None:
     walk, so that the first training step does not pay for it (a few tenths of a second)."""
     scores = [torch.ones(1, 1, dtype=dtype) for _ in range(layers)]
     rows, cols = walk_cpu(scores, torch.rand(layers + 1, 1))
-    keep_edges(scores, scores[0].new_ones(1).expand(layers, 1).unbind(), rows, cols)
+    keep_edges(scores, [torch.ones(1, dtype=dtype) for _ in range(layers)], rows, cols)
     edge_masks([(1, 1)] * layers, rows, cols, False, dtype)
 
 
