@@ -82,10 +82,11 @@ class TorchvisionDataModule(InMemoryImageDataModule):
         return Path(self.cache_dir).resolve() / "data" / f"{source.name or 'root'}-{digest}"
 
     def prepare_data(self) -> None:
-        self._dataset(train=True)
-        self._dataset(train=False)
+        self.torchvision_dataset(train=True)
+        self.torchvision_dataset(train=False)
 
-    def _dataset(self, train: bool) -> Any:
+    def torchvision_dataset(self, train: bool) -> Any:
+        """torchvision's dataset object for the train or test split (extracted into the cache if need be)."""
         if writable(self.extract_dir(Path(self.data_dir))):
             return self._load(Path(self.data_dir), train)
         try:  # a read-only folder that already holds the extracted files needs no cache
@@ -166,7 +167,7 @@ class MNISTDataModule(TorchvisionDataModule):
     std = (0.3081,)
 
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
-        ds = self._dataset(train)
+        ds = self.torchvision_dataset(train)
         return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
 
 
@@ -207,6 +208,6 @@ class CIFAR10DataModule(TorchvisionDataModule):
         return root  # the .tar.gz lies in the data root, and cifar-10-batches-py/ is extracted beside it
 
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
-        ds = self._dataset(train)
+        ds = self.torchvision_dataset(train)
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         return images, torch.as_tensor(ds.targets, dtype=torch.long)
