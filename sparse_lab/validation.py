@@ -76,6 +76,7 @@ RULES: list[tuple[str, Check, str]] = [
     ("model.embedding", _choice("onehot", "learned"), "one of: onehot, learned"),
     ("model.inference", _choice("renoise", "chain"), "one of: renoise, chain"),
     ("model.padding", _int(0), "an integer >= 0 (the encoder's 3x3 convolutions)"),
+    ("model.init", _choice("torch", "glorot_uniform", "glorot_normal"), "one of: torch, glorot_uniform, glorot_normal"),
 ]
 
 # Models that only their own methods can train: model target -> (model option, method options by target).

@@ -36,6 +36,7 @@ BAD_INPUTS = [
     (["method=rw_target", "method.callbacks.gradient_mask.sampler.backend=cuda"],
      "method.callbacks.gradient_mask.sampler.backend='cuda' is invalid: it must be one of: auto, torch, numba"),
     (["method.module.metric_update_every=0"], "method.module.metric_update_every=0 is invalid: it must be an integer >= 1"),
+    (["model.init=he"], "model.init='he' is invalid: it must be one of: torch, glorot_uniform, glorot_normal"),
     (["method=rw_target", "method.callbacks.gradient_mask.sampler.bias=gradient", "rw_backward=rows"],
      "rw_backward=rows draws the walk before backward"),
 ]

@@ -8,14 +8,25 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 
-class MLP(nn.Module):
-    """``Flatten -> [Linear -> ReLU] * len(hidden) -> Linear``; PyTorch default init.
+INITS = ("torch", "glorot_uniform", "glorot_normal")
 
-    The Linear layers are exposed in order as :attr:`linears` (input to output).
+
+class MLP(nn.Module):
+    """``Flatten -> [Linear -> ReLU] * len(hidden) -> Linear``.
+
+    ``init``: ``torch`` (PyTorch's default for ``nn.Linear``), ``glorot_uniform`` (Keras' default:
+    ``xavier_uniform_`` weights, zero biases) or ``glorot_normal`` (Gaussian Glorot, as Frankle &
+    Carbin initialise their fully connected nets; zero biases). The Linear layers are exposed in
+    order as :attr:`linears` (input to output).
     """
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 128)) -> None:
+    def __init__(
+        self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 128), init: str = "torch"
+    ) -> None:
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+        self.init = init
         widths = [math.prod(input_shape), *hidden, num_classes]
         layers: list[nn.Module] = [nn.Flatten()]
         for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
@@ -23,6 +34,17 @@ class MLP(nn.Module):
             if i < len(widths) - 2:
                 layers.append(nn.ReLU())
         self.net = nn.Sequential(*layers)
+        if init != "torch":
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draw every weight and bias afresh with this net's ``init``."""
+        for linear in self.linears:
+            if self.init == "torch":
+                linear.reset_parameters()
+                continue
+            (nn.init.xavier_uniform_ if self.init == "glorot_uniform" else nn.init.xavier_normal_)(linear.weight)
+            nn.init.zeros_(linear.bias)
 
     @property
     def linears(self) -> list[nn.Linear]:

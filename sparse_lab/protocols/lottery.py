@@ -58,6 +58,17 @@ def _write_json(obj: Any, path: Path) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
 
+def reinitialize(model: nn.Module) -> None:
+    """Draw ``model``'s parameters afresh: with its own ``reset_parameters`` (its init scheme) when it
+    has one, else with each submodule's."""
+    if callable(getattr(model, "reset_parameters", None)):
+        model.reset_parameters()
+        return
+    for m in model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+
+
 def _plain(name: str) -> str:
     return name.replace("weight_orig", "weight")
 
@@ -212,9 +223,7 @@ class LotteryTicket(Train):
             if winning is None:  # a round of the run this one resumed
                 winning = torch.load(out_dir / f"round_{winner['round']:02d}" / "ticket.pt")["masks"]
             torch.manual_seed(self.control_seed)
-            for m in template.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+            reinitialize(template)
             self._rewind(model, template.state_dict())
             apply_masks(modules, winning)
             result, _ = self._train_round("control", make_trainer, module, datamodule, out_dir, dense=False)
