@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-
 INITS = ("torch", "glorot_uniform", "glorot_normal")
 
 
