@@ -72,7 +72,8 @@ def seed_comparison_epoch_s(method: str, batches: int, seed: int = 0, warmup: in
     ``concat(features, z) -> 256 -> 10``; the forward chain drawn per batch. ``noprop_shared``: the
     encoder's Adam step on the summed MSE through the frozen denoisers, then each denoiser's own Adam
     step, with the features recomputed under ``no_grad`` for each and one ``.item()`` per loss.
-    ``noprop_shared_backprop``: one Adam step on the summed MSE, one ``.item()``.
+    ``noprop_shared_backprop``: one Adam step on the summed MSE, one ``.item()``. ``loading_epoch_s``:
+    the ``DataLoader`` alone, timed over as many batches.
     """
     from torchvision import transforms
 
@@ -135,7 +136,17 @@ def seed_comparison_epoch_s(method: str, batches: int, seed: int = 0, warmup: in
             opt.step()
             loss.item()
     per_batch = (time.perf_counter() - start) / batches
-    return {"timed_batches": batches, "s_per_batch": per_batch, "epoch_s": per_batch * len(loader)}
+    start = time.perf_counter()  # the same number of batches of loading alone
+    for i, _ in enumerate(loader):
+        if i == batches:
+            break
+    loading = (time.perf_counter() - start) / batches
+    return {
+        "timed_batches": batches,
+        "s_per_batch": per_batch,
+        "epoch_s": per_batch * len(loader),
+        "loading_epoch_s": loading * len(loader),
+    }
 
 
 def main() -> None:
@@ -182,7 +193,11 @@ def main() -> None:
             m: baseline[m]["s_per_batch"] / runs[m]["median_s_per_batch"] for m in (noprop, backprop)
         }
         for m in (noprop, backprop):
-            print(f"{m:24s} seed comparison's loop {baseline[m]['epoch_s']:.1f} s/epoch", flush=True)
+            print(
+                f"{m:24s} seed comparison's loop {baseline[m]['epoch_s']:.1f} s/epoch "
+                f"(its DataLoader alone {baseline[m]['loading_epoch_s']:.1f} s)",
+                flush=True,
+            )
     save_result(result, args.out, ("time_ratio", "memory_ratio", "speedup_vs_reference", "speedup_vs_seed_comparison_loop"))
 
 
