@@ -63,11 +63,24 @@ def run(experiment: str, method: str, hardware: str, overrides: list[str], run_d
     }
 
 
-def seed_comparison_epoch_s(method: str, batches: int, seed: int = 0, warmup: int = 5) -> dict:
+def seed_comparison_loader() -> torch.utils.data.DataLoader:
+    """The seed comparison's training data: torchvision's MNIST, ``ToTensor`` on each sample, batch 64, shuffled."""
+    from torchvision import transforms
+
+    from sparse_lab.data import MNISTDataModule
+
+    data = MNISTDataModule(data_dir=os.environ.get("SPARSE_LAB_DATA", "./data")).torchvision_dataset(train=True)
+    data.transform = transforms.ToTensor()
+    return torch.utils.data.DataLoader(data, batch_size=64, shuffle=True)
+
+
+def seed_comparison_epoch_s(
+    method: str, loader: torch.utils.data.DataLoader, batches: int, seed: int = 0, warmup: int = 5
+) -> dict:
     """Seconds per MNIST epoch of the seed comparison's own loop for ``method``, from ``batches`` timed batches.
 
-    Written here from the comparison's description, to be timed against: torchvision's MNIST through a
-    ``DataLoader`` (``ToTensor`` on each sample, batch 64, shuffled, no workers); the encoder
+    Written here from the comparison's description, to be timed against: ``loader``
+    (:func:`seed_comparison_loader`: ``ToTensor`` on each sample, no workers); the encoder
     conv32-ReLU-pool-conv64-ReLU-pool-FC128 in the default memory layout, ten denoisers
     ``concat(features, z) -> 256 -> 10``; the forward chain drawn per batch. ``noprop_shared``: the
     encoder's Adam step on the summed MSE through the frozen denoisers, then each denoiser's own Adam
@@ -75,14 +88,7 @@ def seed_comparison_epoch_s(method: str, batches: int, seed: int = 0, warmup: in
     ``noprop_shared_backprop``: one Adam step on the summed MSE, one ``.item()``. ``loading_epoch_s``:
     the ``DataLoader`` alone, timed over as many batches.
     """
-    from torchvision import transforms
-
-    from sparse_lab.data import MNISTDataModule
-
     torch.manual_seed(seed)
-    data = MNISTDataModule(data_dir=os.environ.get("SPARSE_LAB_DATA", "./data")).torchvision_dataset(train=True)
-    data.transform = transforms.ToTensor()
-    loader = torch.utils.data.DataLoader(data, batch_size=64, shuffle=True)
     steps, classes = 10, 10
     alpha = torch.linspace(1.0, 0.1, steps)
     encoder = nn.Sequential(
@@ -187,7 +193,8 @@ def main() -> None:
             m: ref[i] / runs[m]["median_train_time_s"] for i, m in enumerate((noprop, backprop))
         }
     if args.baseline_batches:
-        baseline = {m: seed_comparison_epoch_s(m, args.baseline_batches) for m in (noprop, backprop)}
+        loader = seed_comparison_loader()
+        baseline = {m: seed_comparison_epoch_s(m, loader, args.baseline_batches) for m in (noprop, backprop)}
         result["seed_comparison_loop"] = baseline
         result["speedup_vs_seed_comparison_loop"] = {
             m: baseline[m]["s_per_batch"] / runs[m]["median_s_per_batch"] for m in (noprop, backprop)
