@@ -31,7 +31,7 @@ BASE = [
 ]  # fmt: skip
 PROGRESSIVE = [
     "method=progressive", "sparsity=0.5",
-    "method.callbacks.pruning_schedule.schedule._target_=sparse_lab.sparsity.LinearExactSchedule",
+    "method.callbacks.pruner.schedule._target_=sparse_lab.sparsity.LinearExactSchedule",
 ]  # fmt: skip
 SETTINGS = {"mlp_progressive": PROGRESSIVE, "cnn_full": ["model=cnn"], "cnn_progressive": ["model=cnn", *PROGRESSIVE]}
 CRASH_STEP = 40  # 16 steps per epoch: the middle of epoch 3 (0-based 2); last.ckpt holds epoch 2's end

@@ -23,7 +23,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor
 
 from sparse_lab.app import train
-from sparse_lab.callbacks import PruningSchedule, RandomWalkGradientMask
+from sparse_lab.callbacks import Pruner, RandomWalkGradientMask
 from sparse_lab.data.loader import EpochPermutation, TensorBatchLoader
 from tests.conftest import REPO, make_cfg
 
@@ -75,9 +75,9 @@ class DDPProbe(Callback):
             self.seen["masked_ok"].append(ok)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        schedule = next((cb for cb in trainer.callbacks if isinstance(cb, PruningSchedule)), None)
-        if schedule is not None:
-            self.seen["prune_masks"].append([(digest(m.weight_mask), int(m.weight_mask.sum())) for m in schedule.modules])
+        pruner = next((cb for cb in trainer.callbacks if isinstance(cb, Pruner)), None)
+        if pruner is not None:
+            self.seen["prune_masks"].append([(digest(m), int(m.sum())) for m in pruner.masks.masks.values()])
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.seen["weights"] = {k: digest(v) for k, v in pl_module.state_dict().items() if not k.startswith(("train_", "val_", "test_"))}
@@ -284,8 +284,7 @@ def test_progressive_pruning_masks_agree_on_every_rank(tmp_path: Path) -> None:
     assert ranks[0]["weights"] == ranks[1]["weights"]
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["epochs"][-1]["sparsity/global"] == pytest.approx(0.3, abs=1e-4)
-    # the test ran on the pruned, trained weights: ddp_spawn hands them back to the main process with a
-    # non-strict load_state_dict, which must install the workers' pruning first
+    # the test ran on the pruned, trained weights, which ddp_spawn hands back to the main process
     acc, _ = full_set_metrics(tmp_path / "run", "method=progressive", "sparsity=0.6", "epochs=2")
     assert final["test/acc"] == pytest.approx(acc, abs=1e-7) and acc > 0.2
 

@@ -29,14 +29,16 @@ def test_rounds_prune_by_the_reference_counts_rewind_exactly_and_keep_masks(tmp_
     previous = None
     for k in range(4):
         ticket = torch.load(tmp_path / f"round_{k:02d}" / "ticket.pt")
-        weights = ["net.1.weight", "net.3.weight", "net.5.weight"]
-        for name, mask in zip(weights, ticket["masks"]):
-            assert torch.equal(ticket["initial"][name], theta0[name])  # rewound: theta_0 (the mask is separate)
-            assert (ticket["trained"][name][~mask] == theta0[name][~mask]).all()  # pruned: never trained
+        assert list(ticket["masks"]) == ["net.1.weight", "net.3.weight", "net.5.weight"]  # masks by name
+        assert sum(int(m.sum()) for m in ticket["masks"].values()) == state["rounds"][k]["kept"]
+        for name, mask in ticket["masks"].items():
+            assert torch.equal(ticket["initial"][name], theta0[name] * mask)  # rewound: theta_0, pruned entries 0
+            assert (ticket["trained"][name][~mask] == 0).all()  # pruned: zero through training
+            assert (ticket["trained"][name][mask] != theta0[name][mask]).any()  # the kept ones trained
         for name in ("net.1.bias", "net.3.bias", "net.5.bias"):
             assert torch.equal(ticket["initial"][name], theta0[name])
         if previous is not None:
-            assert all(not (m & ~p).any() for m, p in zip(ticket["masks"], previous))  # masks only shrink
+            assert all(not (m & ~previous[n]).any() for n, m in ticket["masks"].items())  # masks only shrink
         previous = ticket["masks"]
     control = state["control"]
     assert control["round"] == 3 and control["kept"] == 3248 and "test/acc" in control
@@ -63,8 +65,7 @@ def test_resumed_lottery_equals_an_uninterrupted_one(tmp_path: Path) -> None:
     assert len(lottery(crashed)["rounds"]) == 2
     train(make_cfg(tmp_path / "resumed", *LTH, "method.protocol.control=false", f"resume={crashed}"))
     whole, resumed = lottery(tmp_path / "whole"), lottery(tmp_path / "resumed")
-    strip = lambda rounds: [{k: v for k, v in r.items()} for r in rounds]  # noqa: E731
-    assert strip(resumed["rounds"]) == strip(whole["rounds"])
+    assert resumed["rounds"] == whole["rounds"]
     a = torch.load(tmp_path / "whole" / "round_03" / "ticket.pt")["trained"]
     b = torch.load(tmp_path / "resumed" / "round_03" / "ticket.pt")["trained"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -78,4 +79,26 @@ def test_late_rewinding_rewinds_to_the_weights_after_k_steps(tmp_path: Path) -> 
     round1 = torch.load(tmp_path / "round_01" / "ticket.pt")
     assert not torch.equal(theta["net.1.weight"], round0["initial"]["net.1.weight"])  # not theta_0 ...
     assert not torch.equal(theta["net.1.weight"], round0["trained"]["net.1.weight"])  # ... nor the trained weights
-    assert all(torch.equal(round1["initial"][k], theta[k]) for k in theta)
+    masks = round1["masks"]
+    assert all(torch.equal(round1["initial"][k], theta[k] * masks[k] if k in masks else theta[k]) for k in theta)
+
+
+def test_a_lottery_run_of_the_old_prune_based_code_resumes_from_its_position_ordered_ticket(tmp_path: Path) -> None:
+    train(make_cfg(tmp_path / "whole", *LTH, "method.protocol.control=false"))
+    crashed = tmp_path / "crashed"
+    with pytest.raises(SimulatedCrash):
+        train(make_cfg(crashed, *LTH, "method.protocol.control=false",
+                       "+callbacks.crash._target_=tests.helpers.CrashInRun", "+callbacks.crash.run_name=round_02"))
+    path = crashed / "round_01" / "ticket.pt"
+    ticket = torch.load(path)
+    theta0 = torch.load(crashed / "theta0.pt")
+    # the old code listed the masks by position and kept theta_0's values under pruned weights
+    ticket["trained"] = {k: torch.where(ticket["masks"][k], v, theta0[k]) if k in ticket["masks"] else v
+                         for k, v in ticket["trained"].items()}
+    ticket["masks"] = list(ticket["masks"].values())
+    torch.save(ticket, path)
+    train(make_cfg(tmp_path / "resumed", *LTH, "method.protocol.control=false", f"resume={crashed}"))
+    assert lottery(tmp_path / "resumed")["rounds"] == lottery(tmp_path / "whole")["rounds"]
+    a = torch.load(tmp_path / "whole" / "round_03" / "ticket.pt")["trained"]
+    b = torch.load(tmp_path / "resumed" / "round_03" / "ticket.pt")["trained"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -46,13 +46,14 @@ class CheckPruned(Callback):
         self.kept: list[int] = []
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        from sparse_lab.sparsity import current_masks, prunable
+        from sparse_lab.callbacks import Pruner
 
-        modules = [m for _, m in prunable(pl_module.model)]
-        masks = current_masks(modules)
-        for m, mask in zip(modules, masks):
-            assert (m.weight_orig * m.weight_mask)[~mask].abs().sum() == 0
-            assert (m.weight_orig.grad[~mask] == 0).all()
+        pruner = next(cb for cb in trainer.callbacks if isinstance(cb, Pruner))
+        masks = [m.clone() for m in pruner.masks.masks.values()]
+        optimizer = trainer.optimizers[0]
+        for param, mask in zip(pruner.masks.params.values(), masks):
+            assert (param[~mask] == 0).all() and (param.grad[~mask] == 0).all()
+            assert (optimizer.state[param]["momentum_buffer"][~mask] == 0).all()
         if self.previous is not None:
             assert all(not (new & ~old).any() for new, old in zip(masks, self.previous))
         self.previous = masks
@@ -69,7 +70,7 @@ def test_progressive_run_keeps_exact_counts_with_momentum(tmp_path: Path, monkey
     monkeypatch.setattr(app, "build_callbacks", lambda cfg: [*original(cfg), check])
     train(make_cfg(
         tmp_path, "method=progressive", "sparsity=0.8", "epochs=4", "model.hidden=[32,16]",
-        f"method.callbacks.pruning_schedule.scope={scope}",
+        f"method.callbacks.pruner.scope={scope}",
         "method.module.optimizer._target_=torch.optim.SGD", "~method.module.optimizer.fused",
         "+method.module.optimizer.momentum=0.9", "+method.module.optimizer.weight_decay=5e-4", "lr=0.05",
     ))
@@ -117,3 +118,22 @@ def test_mnist_preset_runs_end_to_end(tmp_path: Path, real_data_dir: Path) -> No
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "completed"
     assert record["epochs"][-1]["sparsity/global"] == pytest.approx(0.77 / 2, abs=1e-4)
+
+
+def favour_one_layer(masks: Any, batch: Any = None, layer: str = "net.5.weight") -> dict[str, torch.Tensor]:
+    """A criterion defined outside sparse_lab: ``layer`` ranks above everything, the rest by |w|."""
+    return {n: p.detach().abs() + (1e3 if n == layer else 0.0) for n, p in masks.params.items()}
+
+
+@pytest.mark.parametrize("layer", ["net.5.weight", "net.3.weight"])
+def test_a_criterion_from_a_test_file_prunes_end_to_end_through_config(tmp_path: Path, layer: str) -> None:
+    train(make_cfg(
+        tmp_path, "method=progressive", "sparsity=0.5", "epochs=2", "model.hidden=[32,16]",
+        "method.callbacks.pruner.schedule._target_=sparse_lab.sparsity.LinearExactSchedule",
+        "method.callbacks.pruner.score._target_=tests.test_progressive.favour_one_layer", f"+method.callbacks.pruner.score.layer={layer}",
+    ))
+    row = json.loads((tmp_path / "metrics.json").read_text())["epochs"][-1]
+    n = 784 * 32 + 32 * 16 + 16 * 10
+    assert row["sparsity/kept"] == round(0.5 * n) and row[f"sparsity/{layer.removesuffix('.weight')}"] == 0.0
+    other = "net.3" if layer == "net.5.weight" else "net.5"
+    assert row[f"sparsity/{other}"] > 0

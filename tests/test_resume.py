@@ -10,8 +10,6 @@ import torch
 
 from sparse_lab.app import train
 from sparse_lab.errors import ConfigError
-from sparse_lab.models.mlp import MLP
-from sparse_lab.sparsity import apply_masks, keep_largest, prunable, restore_masks
 from tests.conftest import make_cfg
 from tests.helpers import SimulatedCrash
 
@@ -54,8 +52,8 @@ def test_resume_without_a_checkpoint_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
-def masks(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.bool() for k, v in state.items() if k.endswith("weight_mask")}
+def masks(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["Pruner"]["masks"]
 
 
 # 8 steps per epoch, LinearExact to 50% over 4 epochs: 0, 1/6, 1/3, 1/2 at the start of epochs 0..3.
@@ -65,49 +63,66 @@ def masks(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def test_resumed_progressive_run_equals_uninterrupted_run(tmp_path: Path, crash_step: int) -> None:
     common = [
         "method=progressive", "sparsity=0.5", "epochs=4", "data.val_size=0", "data.test_each_epoch=true",
-        "method.callbacks.pruning_schedule.schedule._target_=sparse_lab.sparsity.LinearExactSchedule",
+        "method.callbacks.pruner.schedule._target_=sparse_lab.sparsity.LinearExactSchedule",
     ]  # fmt: skip
     train(make_cfg(tmp_path / "whole", *common))
 
     crashed = tmp_path / "crashed"
     with pytest.raises(SimulatedCrash):
         train(make_cfg(crashed, *common, "+callbacks.crash._target_=tests.helpers.CrashAtStep", f"+callbacks.crash.step={crash_step}"))
-    at_crash = masks(final_state(crashed))
+    at_crash = masks(crashed)
     assert at_crash and 0 < sum(int((~m).sum()) for m in at_crash.values())  # the checkpoint holds real masks
 
     resumed = tmp_path / "resumed"
     train(make_cfg(resumed, *common, f"resume={crashed}"))
     whole, again = final_state(tmp_path / "whole"), final_state(resumed)
     assert whole.keys() == again.keys()
-    assert all(torch.equal(whole[k], again[k]) for k in whole)  # bit-identical weights and masks
+    assert all(torch.equal(whole[k], again[k]) for k in whole)  # bit-identical weights
+    whole_masks, again_masks = masks(tmp_path / "whole"), masks(resumed)
+    assert all(torch.equal(whole_masks[k], again_masks[k]) for k in whole_masks)  # and masks
     assert rows(resumed) == rows(tmp_path / "whole")  # per-epoch metrics, sparsity/* included
     assert rows(resumed)[-1]["sparsity/global"] == pytest.approx(0.5, abs=1e-4)
     # no weight pruned before the interruption came back after it
-    assert all(not (again_mask & ~at_crash[k]).any() for k, again_mask in masks(again).items())
+    assert all(not (again_mask & ~at_crash[k]).any() for k, again_mask in again_masks.items())
     ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
-    assert ckpt["callbacks"]["PruningSchedule"]["level"] == pytest.approx(0.5)
+    assert ckpt["callbacks"]["Pruner"]["level"] == pytest.approx(0.5)
+    for name, mask in again_masks.items():  # the saved model's weights are zero where masked
+        assert (again["model." + name][~mask] == 0).all()
 
 
+def _to_prune_format(ckpt: Path, out: Path) -> None:
+    """Rewrite a checkpoint as the earlier torch.nn.utils.prune-based code wrote it: ``weight_orig``
+    (non-zero junk where pruned) and ``weight_mask`` in the model, no masks in the callback state."""
+    checkpoint = torch.load(ckpt, weights_only=False)
+    pruner = checkpoint["callbacks"].pop("Pruner")
+    state = checkpoint["state_dict"]
+    for name, mask in pruner["masks"].items():
+        weight = state.pop("model." + name)
+        state["model." + name.removesuffix("weight") + "weight_orig"] = torch.where(mask, weight, torch.full_like(weight, 0.5))
+        state["model." + name.removesuffix("weight") + "weight_mask"] = mask.float()
+    checkpoint["callbacks"]["PruningSchedule"] = {"level": pruner["level"], "step": pruner["step"]}
+    out.parent.mkdir(parents=True)
+    torch.save(checkpoint, out)
 
-def test_pruned_state_dict_loads_into_a_fresh_model_with_the_parameter_order_kept() -> None:
-    """Optimizer state is saved by parameter position: pruning must not move ``weight`` after ``bias``."""
-    torch.manual_seed(0)
-    model = MLP((1, 4, 4), 3, hidden=(8,))
-    dense_order = [n for n, _ in model.named_parameters()]
-    modules = [m for _, m in prunable(model)]
-    apply_masks(modules, keep_largest([m.weight for m in modules], 60))
-    assert [n.removesuffix("_orig") for n, _ in model.named_parameters()] == dense_order
-    optimizer = torch.optim.Adam(model.parameters(), fused=True)
-    model(torch.randn(4, 1, 4, 4)).sum().backward()
-    optimizer.step()
 
-    fresh = MLP((1, 4, 4), 3, hidden=(8,))
-    assert restore_masks(fresh, model.state_dict()) == 2 and restore_masks(fresh, model.state_dict()) == 0
-    fresh.load_state_dict(model.state_dict())  # strict: every weight_orig / weight_mask key finds its place
-    again = torch.optim.Adam(fresh.parameters(), fused=True)
-    again.load_state_dict(optimizer.state_dict())  # by position: the moments land on same-named tensors
-    for (name, p), (_, q) in zip(model.named_parameters(), fresh.named_parameters()):
-        assert torch.equal(p, q) and torch.equal(optimizer.state[p]["exp_avg"], again.state[q]["exp_avg"]), name
-    x = torch.randn(5, 1, 4, 4)
-    assert torch.equal(fresh(x), model(x))
-    assert int(sum(m.weight_mask.sum() for _, m in prunable(fresh))) == 60
+def test_a_checkpoint_of_the_old_prune_based_code_resumes_converted_or_is_refused(tmp_path: Path) -> None:
+    common = [
+        "method=progressive", "sparsity=0.5", "epochs=4", "data.val_size=0", "data.test_each_epoch=true",
+        "method.callbacks.pruner.schedule._target_=sparse_lab.sparsity.LinearExactSchedule",
+    ]  # fmt: skip
+    train(make_cfg(tmp_path / "whole", *common))
+    crashed = tmp_path / "crashed"
+    with pytest.raises(SimulatedCrash):
+        train(make_cfg(crashed, *common, "+callbacks.crash._target_=tests.helpers.CrashAtStep", "+callbacks.crash.step=20"))
+    old = tmp_path / "old" / "last.ckpt"
+    _to_prune_format(crashed / "checkpoints" / "last.ckpt", old)
+
+    train(make_cfg(tmp_path / "resumed", *common, f"resume={old}"))
+    whole, again = final_state(tmp_path / "whole"), final_state(tmp_path / "resumed")
+    assert all(torch.equal(whole[k], again[k]) for k in whole)  # the same run as if never interrupted
+    assert rows(tmp_path / "resumed")[-1]["sparsity/global"] == pytest.approx(0.5, abs=1e-4)
+
+    from sparse_lab.errors import SparseLabError
+
+    with pytest.raises(SparseLabError, match="earlier sparse_lab"):
+        train(make_cfg(tmp_path / "as_full", "method=full", "epochs=4", "data.val_size=0", f"resume={old}"))

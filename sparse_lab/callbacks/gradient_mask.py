@@ -85,7 +85,8 @@ class RandomWalkGradientMask(Callback):
         """This step's ``(weight_mask, bias_mask)`` per layer, in the gradients' dtype (built on first use)."""
         if self._masks is None and self.edges is not None:
             self._masks = edge_masks(
-                [lin.weight for lin in self.linears], *self.edges, whole_rows=self.backward == "rows", dtype=self.params[0].dtype
+                [lin.weight for lin in self.linears], *self.edges, whole_rows=self.backward == "rows", dtype=self.params[0].dtype,
+                backend=self.sampler.backend,
             )
         return self._masks or []
 

@@ -11,8 +11,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from sparse_lab.callbacks.masking import inner_model
 from sparse_lab.plots import decorate, new_axes, save
-from sparse_lab.sparsity import current_weights, prunable
+from sparse_lab.sparsity import prunable_parameters
 
 THRESHOLDS = (0.001, 0.01, 0.05, 0.1)
 
@@ -32,7 +33,7 @@ class WeightStatistics(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:  # the weights are the same on every rank; one writer
             return
-        weights = current_weights([m for _, m in prunable(getattr(pl_module, "model", pl_module))])
+        weights = [p.detach() for p in prunable_parameters(inner_model(pl_module)).values()]
         stats = weight_statistics(weights)
         out = Path(trainer.default_root_dir)
         (out / "weight_stats.json").write_text(json.dumps(stats, indent=2))

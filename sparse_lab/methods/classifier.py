@@ -13,7 +13,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from sparse_lab.errors import ConfigError, SparseLabError
-from sparse_lab.sparsity import restore_masks
+from sparse_lab.sparsity.legacy import convert_pruned_state_dict
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -175,16 +175,25 @@ class Classifier(L.LightningModule):
         self._log_epoch("test")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning calls this before load_state_dict (and before configure_optimizers): a pruned
-        # model saves weight_orig / weight_mask, which load only into a model pruned the same way.
-        restore_masks(self, checkpoint["state_dict"])
+        # Lightning calls this before load_state_dict and before the callbacks' on_load_checkpoint.
+        # A checkpoint of the earlier prune-based code holds weight_orig / weight_mask: load its plain
+        # weights, and leave its masks where the mask callbacks (MaskEnforcer, Pruner) pick them up.
+        state, masks = convert_pruned_state_dict(checkpoint["state_dict"])
+        if not masks:
+            return
+        callbacks = self.trainer.callbacks if self._trainer is not None else []
+        if not any(hasattr(cb, "load_legacy_masks") for cb in callbacks):
+            raise SparseLabError(
+                "this checkpoint was written by an earlier sparse_lab whose pruning kept masks in the model "
+                "(weight_mask keys); resume it with a pruning method (e.g. method=progressive), which converts them"
+            )
+        checkpoint["state_dict"] = state
+        checkpoint["legacy_masks"] = {k.removeprefix("model."): v for k, v in masks.items()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        # ddp_spawn hands the trained weights back to the main process with load_state_dict(strict=False),
-        # not through on_load_checkpoint: a model that PruningSchedule pruned in the worker processes
-        # must be pruned the same way here first, or its pruned layers would silently keep their old weights.
-        restore_masks(self, state_dict)
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        # ddp_spawn hands trained weights back with load_state_dict, not through on_load_checkpoint.
+        state, _ = convert_pruned_state_dict(state_dict)
+        return super().load_state_dict(state, strict=strict, assign=assign)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())

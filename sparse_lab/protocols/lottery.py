@@ -16,7 +16,9 @@ from torch import Tensor, nn
 from sparse_lab.errors import ConfigError
 from sparse_lab.plots import decorate, new_axes, save
 from sparse_lab.protocols.train import Train, TrainerFactory, fit_and_test
-from sparse_lab.sparsity import apply_masks, current_masks, current_weights, percentile_masks, prunable
+from sparse_lab.callbacks.masking import MaskEnforcer, inner_model
+from sparse_lab.sparsity import MaskSet, keep_above_percentile, scores
+from sparse_lab.sparsity.legacy import masks_by_name
 
 
 class _Snapshot(L.Callback):
@@ -33,8 +35,7 @@ class _Snapshot(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         if trainer.global_step == self.step and self.state is None:
-            model = getattr(pl_module, "model", pl_module)
-            self.state = {_plain(n): p.detach().clone() for n, p in model.named_parameters()}
+            self.state = {n: p.detach().clone() for n, p in inner_model(pl_module).named_parameters()}
             if trainer.is_global_zero:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 torch.save({k: v.cpu() for k, v in self.state.items()}, self.path)
@@ -67,10 +68,6 @@ def reinitialize(model: nn.Module) -> None:
     for m in model.modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
-
-
-def _plain(name: str) -> str:
-    return name.replace("weight_orig", "weight")
 
 
 class LotteryTicket(Train):
@@ -126,16 +123,17 @@ class LotteryTicket(Train):
 
     # ---- weights ----
     @staticmethod
-    def _rewind(model: nn.Module, theta0: dict[str, Tensor]) -> None:
-        """Every parameter back to theta_0 (``weight_orig`` of a pruned module included)."""
+    def _rewind(model: nn.Module, theta0: dict[str, Tensor], masks: MaskSet) -> None:
+        """Every parameter back to theta_0, then the masks applied."""
         with torch.no_grad():
             for name, param in model.named_parameters():
-                param.copy_(theta0[_plain(name)])
+                param.copy_(theta0[name])
+        masks.apply()
 
     @staticmethod
     def _params(model: nn.Module) -> dict[str, Tensor]:
-        """A copy of every parameter, keyed as in an unpruned model."""
-        return {_plain(n): p.detach().clone() for n, p in model.named_parameters()}
+        """A copy of every parameter, by name."""
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
 
     def _round_stop(self) -> list[L.Callback]:
         if self.target is None:
@@ -165,11 +163,9 @@ class LotteryTicket(Train):
         out_dir: Path,
         resume: str | None = None,
     ) -> dict[str, float]:
-        model = getattr(module, "model", module)
-        named = prunable(model)
-        modules = [m for _, m in named]
-        total = sum(m.weight.numel() for m in modules)
-        template = copy.deepcopy(model)  # unpruned, for the control's fresh init
+        model = inner_model(module)
+        masks = MaskSet(model)
+        template = copy.deepcopy(model)  # for the control's fresh init
         if resume:
             previous = Path(resume)
             theta0 = torch.load(previous / "theta0.pt")
@@ -177,8 +173,8 @@ class LotteryTicket(Train):
             state.pop("control", None)
             last = state["rounds"][-1]
             ticket = torch.load(previous / f"round_{last['round']:02d}" / "ticket.pt")
-            apply_masks(modules, ticket["masks"])
-            self._rewind(model, ticket["trained"])
+            masks.set(masks_by_name(ticket["masks"], masks.params))
+            self._rewind(model, ticket["trained"], masks)
             start = last["round"] + 1
             if self.stop_on_miss and last.get("reached") is False:
                 start = self.rounds
@@ -187,31 +183,27 @@ class LotteryTicket(Train):
             state = {"prune_percent": self.prune_percent, "target": self.target, "rounds": []}
             start = 0
         _save(theta0, out_dir / "theta0.pt")
-        round_masks: dict[int, list[Tensor]] = {}
+        round_masks: dict[int, dict[str, Tensor]] = {}
 
         for k in range(start, self.rounds):
-            masks = current_masks(modules)
             if k > 0:
-                masks = percentile_masks(current_weights(modules), self.prune_percent, masks)
-                self._rewind(model, theta0)
-                apply_masks(modules, masks)
+                pruned = keep_above_percentile(scores.magnitude(masks), self.prune_percent, masks.masks)
+                masks.set(pruned)
+                self._rewind(model, theta0, masks)
             initial = self._params(model)
             rewind = k == 0 and self.rewind_step > 0
             snapshot = _Snapshot(self.rewind_step, out_dir / "round_00" / "rewind_snapshot.pt") if rewind else None
-            result, run_dir = self._train_round(
-                f"round_{k:02d}", make_trainer, module, datamodule, out_dir, dense=k == 0, extra=[snapshot] if snapshot else None
-            )
+            extra = [snapshot] if snapshot else [MaskEnforcer(masks)] if k > 0 else []
+            result, run_dir = self._train_round(f"round_{k:02d}", make_trainer, module, datamodule, out_dir, dense=k == 0, extra=extra)
             if snapshot is not None:
                 snapped = snapshot.result()
                 if snapped is None:
                     raise ConfigError(f"rewind_step={self.rewind_step} is past the end of round 0's training")
                 theta0 = snapped
                 _save(theta0, out_dir / "theta0.pt")
-            kept = int(sum(int(m.sum()) for m in masks))
-            state["rounds"].append({"round": k, "kept": kept, "sparsity": 1 - kept / total, **result})
-            trained = self._params(model)
-            round_masks[k] = [m.cpu() for m in masks]
-            _save({"masks": round_masks[k], "initial": initial, "trained": trained}, run_dir / "ticket.pt")
+            state["rounds"].append({"round": k, "kept": masks.kept, "sparsity": 1 - masks.kept / masks.total, **result})
+            round_masks[k] = masks.state_dict()
+            _save({"masks": round_masks[k], "initial": initial, "trained": self._params(model)}, run_dir / "ticket.pt")
             _write_json(state, out_dir / "lottery.json")
             if self.stop_on_miss and result["reached"] is False and k > 0:
                 break
@@ -221,12 +213,13 @@ class LotteryTicket(Train):
         if self.control and winner["round"] > 0:
             winning = round_masks.get(winner["round"])
             if winning is None:  # a round of the run this one resumed
-                winning = torch.load(out_dir / f"round_{winner['round']:02d}" / "ticket.pt")["masks"]
+                saved = torch.load(out_dir / f"round_{winner['round']:02d}" / "ticket.pt")["masks"]
+                winning = masks_by_name(saved, masks.params)
             torch.manual_seed(self.control_seed)
             reinitialize(template)
-            self._rewind(model, template.state_dict())
-            apply_masks(modules, winning)
-            result, _ = self._train_round("control", make_trainer, module, datamodule, out_dir, dense=False)
+            masks.set(winning)
+            self._rewind(model, template.state_dict(), masks)
+            result, _ = self._train_round("control", make_trainer, module, datamodule, out_dir, dense=False, extra=[MaskEnforcer(masks)])
             state["control"] = {"round": winner["round"], "kept": winner["kept"], "sparsity": winner["sparsity"], **result}
             _write_json(state, out_dir / "lottery.json")
         state["winner"] = winner

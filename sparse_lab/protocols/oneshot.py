@@ -6,12 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-import torch
 
 from sparse_lab.callbacks.metrics_json import MetricsJSONWriter
 from sparse_lab.plots import decorate, new_axes, save
 from sparse_lab.protocols.train import TrainerFactory, Train, find_callback, fit_and_test, resume_checkpoint
-from sparse_lab.sparsity import current_weights, percentile_masks, prunable
+from sparse_lab.sparsity import MaskSet, keep_above_percentile, scores
 
 
 class OneShotPruning(Train):
@@ -37,23 +36,19 @@ class OneShotPruning(Train):
     ) -> dict[str, float]:
         trainer = make_trainer(out_dir)
         dense = fit_and_test(trainer, module, datamodule, resume_checkpoint(resume))
-        modules = [m for _, m in prunable(getattr(module, "model", module))]
-        trained = [w.clone() for w in current_weights(modules)]
-        total = sum(w.numel() for w in trained)
+        masks = MaskSet(getattr(module, "model", module))
+        trained = {n: w.clone() for n, w in masks.weights().items()}
         rows = []
         for percent in self.percents:
-            masks = percentile_masks(trained, percent)
-            with torch.no_grad():
-                for m, w, mask in zip(modules, trained, masks):
-                    m.weight.copy_(w * mask)
-            kept = int(sum(int(mask.sum()) for mask in masks))
+            masks.assign(trained)
+            masks.set(keep_above_percentile(scores.magnitude(masks), percent))
+            masks.apply()
             result = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-            rows.append({"percent": percent, "kept": kept, "sparsity": 1 - kept / total, **{k: float(v) for k, v in result.items()}})
+            rows.append({"percent": percent, "kept": masks.kept, "sparsity": 1 - masks.kept / masks.total,
+                         **{k: float(v) for k, v in result.items()}})
             if trainer.logger is not None:
                 trainer.logger.log_metrics({f"oneshot/{k}": v for k, v in rows[-1].items() if k != "percent"}, step=int(percent))
-        with torch.no_grad():
-            for m, w in zip(modules, trained):
-                m.weight.copy_(w)
+        masks.assign(trained)
         writer = find_callback(trainer, MetricsJSONWriter)
         if writer is not None:  # re-reads the file: under ddp_spawn the epoch rows were written by other processes
             writer.update(oneshot=rows, test=dict(dense))

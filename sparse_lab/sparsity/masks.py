@@ -1,11 +1,25 @@
-"""Boolean masks over parameters: apply them to gradients, count what is nonzero."""
+"""The mask core: :class:`MaskSet` owns every pruning mask, keyed by parameter name.
+
+Masks are enforced in place, without reparametrizing the module: a masked weight is a plain zero
+in ``param`` itself, its gradient is zeroed before every optimizer step, and the optimizer's
+per-parameter buffers are zeroed wherever a mask changes. Forward and backward run on the plain
+weights, so pruning costs nothing there.
+
+Also here: the small gradient helpers the random-walk masks use (``mask_gradients``,
+``count_nonzero``, ``mask_optimizer_state``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 def mask_gradients(params: Sequence[Tensor], masks: Sequence[Tensor]) -> None:
@@ -28,3 +42,209 @@ def mask_optimizer_state(optimizer: torch.optim.Optimizer, params: Sequence[Tens
         for value in optimizer.state.get(param, {}).values():
             if isinstance(value, Tensor) and value.shape == param.shape:
                 value.mul_(mask.to(value.dtype))
+
+
+def prunable_parameters(
+    model: nn.Module, include: Sequence[str] | None = None, exclude: Sequence[str] = ()
+) -> dict[str, nn.Parameter]:
+    """The parameters a pruning method may mask, by name, in ``named_parameters`` order.
+
+    Default: every ``weight`` with more than one dimension (Linear, Conv), never a bias or a
+    normalization layer's. ``include`` / ``exclude``: shell patterns over parameter names
+    (``"net.*.weight"``, ``"fc.weight"``) that replace the default choice / drop names from it.
+    """
+    norm_params = {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
+    out = {}
+    for name, param in model.named_parameters():
+        if include is None:
+            chosen = name.rsplit(".", 1)[-1] == "weight" and param.dim() > 1 and id(param) not in norm_params
+        else:
+            chosen = any(fnmatch.fnmatchcase(name, pattern) for pattern in include)
+        if chosen and not any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
+            out[name] = param
+    return out
+
+
+def layer_name(param_name: str) -> str:
+    """The name a parameter's layer is logged under: ``net.1.weight`` -> ``net.1``."""
+    return param_name[: -len(".weight")] if param_name.endswith(".weight") else param_name
+
+
+class MaskSet:
+    """Boolean masks over a model's prunable parameters, keyed by parameter name; the only owner of
+    pruning masks.
+
+    - :meth:`attach` an optimizer and the masks enforce themselves around its every step: the
+      gradients are masked before it (after the dense gradient is kept, when
+      ``keep_dense_grads`` is set) and the weights after it;
+    - :meth:`update` shrinks or grows the masks during training, zeroing what is pruned and the
+      optimizer state of every changed entry; a grown entry starts at ``grow_value``;
+    - :meth:`state_dict` / :meth:`load_state_dict` by parameter name;
+    - :meth:`sparsity` per layer and globally, and the kept count.
+
+    The masks start all True (dense), or as given. ``include`` / ``exclude``: see
+    :func:`prunable_parameters`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        masks: Mapping[str, Tensor] | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+    ) -> None:
+        self.model = model
+        self._params = prunable_parameters(model, include, exclude)
+        self.names = list(self._params)
+        if not self.names:
+            raise ValueError(f"no parameter of {type(model).__name__} matches include={include} exclude={list(exclude)}")
+        params = self.params
+        self.masks: dict[str, Tensor] = {n: torch.ones_like(params[n], dtype=torch.bool) for n in self.names}
+        self.keep_dense_grads = False
+        self.dense_grads: dict[str, Tensor] | None = None
+        self._optimizers: list[torch.optim.Optimizer] = []
+        self._handles: list[RemovableHandle] = []
+        self._factors: list[Tensor] | None = None  # masks in the parameters' dtype, for the per-step multiplies
+        if masks is not None:
+            self.set(masks)
+
+    # ---- views ----
+    @property
+    def params(self) -> dict[str, nn.Parameter]:
+        """The masked parameters by name."""
+        return self._params
+
+    def refresh(self) -> None:
+        """Look the parameters up again by name (after a wrapper or strategy replaced them)."""
+        named = dict(self.model.named_parameters())
+        self._params = {n: named[n] for n in self.names}
+        self._factors = None
+
+    @property
+    def total(self) -> int:
+        """Entries under masks, kept or not."""
+        return sum(m.numel() for m in self.masks.values())
+
+    @property
+    def kept(self) -> int:
+        """Entries kept (mask True)."""
+        return int(sum(int(m.sum()) for m in self.masks.values()))
+
+    def weights(self) -> dict[str, Tensor]:
+        """The masked parameters' current values (detached, not copied)."""
+        return {n: p.detach() for n, p in self.params.items()}
+
+    def sparsity(self) -> dict[str, float]:
+        """``sparsity/<layer>`` per masked tensor, ``sparsity/global`` and ``sparsity/kept``."""
+        kept = {n: int(m.sum()) for n, m in self.masks.items()}
+        out = {f"sparsity/{layer_name(n)}": 1 - kept[n] / self.masks[n].numel() for n in self.names}
+        out["sparsity/global"] = 1 - sum(kept.values()) / self.total
+        out["sparsity/kept"] = float(sum(kept.values()))
+        return out
+
+    # ---- changing the masks ----
+    def _checked(self, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        if set(masks) != set(self.names):
+            missing, extra = sorted(set(self.names) - set(masks)), sorted(set(masks) - set(self.names))
+            raise ValueError(f"masks do not match the masked parameters: missing {missing}, unexpected {extra}")
+        params = self.params
+        out = {}
+        for n in self.names:
+            mask = masks[n]
+            if tuple(mask.shape) != tuple(params[n].shape):
+                raise ValueError(f"mask for {n} has shape {tuple(mask.shape)}, the parameter {tuple(params[n].shape)}")
+            out[n] = mask.to(device=params[n].device, dtype=torch.bool)
+        return out
+
+    def set(self, masks: Mapping[str, Tensor]) -> None:
+        """Replace the masks as they are; weights and optimizer state are not touched (see :meth:`apply`)."""
+        self.masks = self._checked(masks)
+        self._factors = None
+
+    @torch.no_grad()
+    def update(self, masks: Mapping[str, Tensor], grow_value: float = 0.0) -> dict[str, int]:
+        """Change the masks during training: pruned entries become 0, grown ones ``grow_value``, and
+        the attached optimizers' per-parameter state is zeroed at every changed entry.
+
+        Returns the number of entries pruned and grown."""
+        new = self._checked(masks)
+        params = self.params
+        pruned = grown = 0
+        for n in self.names:
+            old, mask, param = self.masks[n], new[n], params[n]
+            gone, born = old & ~mask, mask & ~old
+            pruned, grown = pruned + int(gone.sum()), grown + int(born.sum())
+            param.masked_fill_(gone, 0.0)
+            param.masked_fill_(born, grow_value)
+            changed = gone | born
+            for optimizer in self._optimizers:
+                for value in optimizer.state.get(param, {}).values():
+                    if isinstance(value, Tensor) and value.shape == param.shape:
+                        value.masked_fill_(changed, 0)
+        self.masks = new
+        self._factors = None
+        return {"pruned": pruned, "grown": grown}
+
+    @torch.no_grad()
+    def assign(self, weights: Mapping[str, Tensor]) -> None:
+        """Copy ``weights`` (by name, every masked parameter) into the parameters, masks not applied."""
+        for name, param in self.params.items():
+            param.copy_(weights[name])
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Zero every masked weight in place."""
+        params = self.params
+        torch._foreach_mul_([params[n] for n in self.names], self._mask_factors(params))
+
+    def _mask_factors(self, params: Mapping[str, Tensor]) -> list[Tensor]:
+        if self._factors is None or any(f.device != params[n].device for f, n in zip(self._factors, self.names)):
+            self.masks = {n: m.to(params[n].device) for n, m in self.masks.items()}
+            self._factors = [self.masks[n].to(params[n].dtype) for n in self.names]
+        return self._factors
+
+    # ---- enforcement around an optimizer ----
+    def attach(self, optimizers: Iterable[torch.optim.Optimizer]) -> None:
+        """Enforce the masks around every step of ``optimizers`` (torch step hooks) until :meth:`detach`.
+
+        Masked optimizer state is zeroed now (a restored or reused optimizer may hold some).
+        """
+        self.detach()
+        self.refresh()
+        params = self.params
+        ids = {id(p) for p in params.values()}
+        for optimizer in optimizers:
+            if not any(id(p) in ids for group in optimizer.param_groups for p in group["params"]):
+                continue
+            self._optimizers.append(optimizer)
+            self._handles.append(optimizer.register_step_pre_hook(self._before_step))
+            self._handles.append(optimizer.register_step_post_hook(self._after_step))
+            mask_optimizer_state(optimizer, list(params.values()), [self.masks[n] for n in self.names])
+
+    def detach(self) -> None:
+        """Stop enforcing the masks (the hooks are removed)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles, self._optimizers = [], []
+
+    @torch.no_grad()
+    def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        params = self.params
+        grads = [params[n].grad for n in self.names]
+        if any(g is None for g in grads):
+            return  # a parameter this step does not train
+        if self.keep_dense_grads:
+            self.dense_grads = {n: g.clone() for n, g in zip(self.names, grads)}
+        torch._foreach_mul_(grads, self._mask_factors(params))
+
+    def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.apply()
+
+    # ---- persistence ----
+    def state_dict(self) -> dict[str, Tensor]:
+        """The masks by parameter name, on the CPU."""
+        return {n: m.detach().cpu().clone() for n, m in self.masks.items()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
+        """Install masks saved by :meth:`state_dict` (the weights are expected to match already)."""
+        self.set(state_dict)

@@ -137,7 +137,7 @@ class RandomWalkMask:
         faster than by a boolean one.
         """
         rows, cols = self.edges(linears, labels, generator)
-        return edge_masks([lin.weight for lin in linears], rows, cols, whole_rows, dtype)
+        return edge_masks([lin.weight for lin in linears], rows, cols, whole_rows, dtype, self.backend)
 
     def prepare(self, linears: Sequence[nn.Linear]) -> None:
         """Compile the CPU walk for ``linears`` now, if it will serve them, so that the first training
@@ -158,12 +158,21 @@ class RandomWalkMask:
 
 
 def edge_masks(
-    weights: Sequence[Tensor], rows: Tensor, cols: Tensor, whole_rows: bool = False, dtype: torch.dtype = torch.bool
+    weights: Sequence[Tensor],
+    rows: Tensor,
+    cols: Tensor,
+    whole_rows: bool = False,
+    dtype: torch.dtype = torch.bool,
+    backend: str = "auto",
 ) -> list[tuple[Tensor, Tensor]]:
     """``(weight_mask, bias_mask)`` per layer of ``weights`` from :meth:`RandomWalkMask.edges`: 1 at the
-    walked edges (``whole_rows``: at every weight of a visited row) and at the visited rows' biases."""
+    walked edges (``whole_rows``: at every weight of a visited row) and at the visited rows' biases.
+    ``backend`` as :class:`RandomWalkMask`'s: ``"torch"`` builds them with tensor operations."""
     device = weights[0].device
-    if device.type == "cpu" and walk_kernel.available() and dtype in walk_kernel.MASK_DTYPES:
+    compiled = device.type == "cpu" and walk_kernel.available() and dtype in walk_kernel.MASK_DTYPES
+    if backend == "numba" and not compiled:
+        raise ValueError("edge_masks backend=numba needs CPU tensors, numba and a float32/float64/bool dtype; use backend=auto")
+    if backend != "torch" and compiled:
         return walk_kernel.edge_masks([w.shape for w in weights], rows, cols, whole_rows, dtype)
     out = []
     for w, r, c in zip(weights, rows, cols):

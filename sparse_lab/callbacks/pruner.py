@@ -1,0 +1,67 @@
+"""Pruning during training: a score, a schedule and a selection scope over a :class:`MaskSet`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+
+from sparse_lab.callbacks.masking import MaskEnforcer
+from sparse_lab.errors import ConfigError
+from sparse_lab.sparsity import MaskSet, scores
+from sparse_lab.sparsity.select import SCOPES, select
+
+Score = Callable[..., dict]
+
+
+class Pruner(MaskEnforcer):
+    """At the start of each epoch (or on the schedule's update steps, with the step's batch), keep
+    the ``round((1 - S) N)`` highest ``score`` entries among the active ones, ``S`` the schedule's
+    sparsity: one threshold over all tensors (``scope="global"``), per layer (``"layer"``), or by a
+    layer-wise distribution (``"er"``, ``"erk"``). Masks only shrink. Everything :class:`MaskEnforcer`
+    does besides: masks enforced around every optimizer step, saved in the checkpoint, logged.
+
+    Resume: the masks travel in this callback's checkpoint state; the schedule is a function of
+    epoch and step, and pruning again to the level in force changes nothing. The state also records
+    the last level and the step it pruned at.
+    """
+
+    def __init__(
+        self,
+        schedule: Any,
+        score: Score = scores.magnitude,
+        scope: str = "global",
+        masks: MaskSet | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+    ) -> None:
+        if scope not in SCOPES:
+            raise ConfigError(f"pruning scope={scope!r} is not one of {', '.join(SCOPES)}")
+        super().__init__(masks, include, exclude)
+        self.schedule = schedule
+        self.score = score
+        self.scope = scope
+        self.level = 0.0  # the sparsity last pruned to
+        self.step: int | None = None  # the global step it was pruned at
+
+    def prune_to(self, sparsity: float, trainer: L.Trainer, batch: Any = None) -> None:
+        """Keep ``1 - sparsity`` of the entries by score, among the active ones."""
+        self.level, self.step = sparsity, trainer.global_step
+        ranked = self.score(self.masks, batch)
+        self.masks.update(select(ranked, 1 - sparsity, self.scope, active=self.masks.masks))
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not getattr(self.schedule, "by_step", False):
+            self.prune_to(self.schedule(trainer.current_epoch, trainer.global_step), trainer)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if getattr(self.schedule, "by_step", False) and self.schedule.is_update_step(trainer.global_step):
+            self.prune_to(self.schedule(trainer.current_epoch, trainer.global_step), trainer, batch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "level": self.level, "step": self.step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.level, self.step = float(state_dict["level"]), state_dict["step"]
