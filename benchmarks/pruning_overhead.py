@@ -1,8 +1,9 @@
 """Progressive pruning against dense training of the same model: training step time.
 
-One epoch each of ``method=full`` and ``method=progressive sparsity=0.9`` (pruning at every epoch
-start, masks enforced by torch.nn.utils.prune in every forward), interleaved ``--repeats`` times in
-the same process; ratio of the median epoch times. Usage::
+One epoch each of ``method=full`` and ``method=progressive sparsity=0.9`` (pruned to 90% at the
+start of that epoch; the MaskSet masks the gradients before every optimizer step and the weights after it, and
+costs nothing in the forward pass), interleaved ``--repeats`` times in the same process; ratio of
+the median epoch times. Usage::
 
     python benchmarks/pruning_overhead.py [--repeats 5] [--data mnist|synthetic] [--model mlp|resnet18] [--out FILE]
 """
@@ -31,7 +32,10 @@ def main() -> None:
     args = parser.parse_args()
     data = args.data or default_data()
     model = [f"model={args.model}"] + (["model.width=8", "+trainer.limit_train_batches=100"] if args.model == "resnet18" else [])
-    variants = {"dense": ["method=full", *model], "progressive": ["method=progressive", "sparsity=0.9", *model]}
+    # Pruned to 90% at the start of the measured epoch (OneShotAt epoch 0), so the epoch trains the sparse net.
+    at_once = ["method.callbacks.pruner.schedule._target_=sparse_lab.sparsity.OneShotAtSchedule",
+               "~method.callbacks.pruner.schedule.epochs", "+method.callbacks.pruner.schedule.at=0"]
+    variants = {"dense": ["method=full", *model], "progressive": ["method=progressive", "sparsity=0.9", *at_once, *model]}
     tmp = tempfile.mkdtemp(prefix="sparse_lab_prune_bench_")
     epoch_s: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.repeats):
@@ -47,7 +51,7 @@ def main() -> None:
         "median_dense_s": statistics.median(epoch_s["dense"]),
         "median_progressive_s": statistics.median(epoch_s["progressive"]),
         "ratio": statistics.median(epoch_s["progressive"]) / statistics.median(epoch_s["dense"]),
-        "target_ratio": 1.15,
+        "target_ratio": 1.05,
         "torch": torch.__version__,
     }
     save_result(result, args.out, ("median_dense_s", "median_progressive_s", "ratio"))

@@ -126,3 +126,17 @@ def test_a_checkpoint_of_the_old_prune_based_code_resumes_converted_or_is_refuse
 
     with pytest.raises(SparseLabError, match="earlier sparse_lab"):
         train(make_cfg(tmp_path / "as_full", "method=full", "epochs=4", "data.val_size=0", f"resume={old}"))
+
+
+def test_resumed_oneshot_run_equals_uninterrupted_run(tmp_path: Path) -> None:
+    common = ["method=oneshot", "model.hidden=[8,4]", "epochs=3", "data.val_size=0", "method.protocol.percents=[0,50,90]"]
+    train(make_cfg(tmp_path / "whole", *common))
+    crashed = tmp_path / "crashed"
+    with pytest.raises(SimulatedCrash):
+        train(make_cfg(crashed, *common, "+callbacks.crash._target_=tests.helpers.CrashAtStep", "+callbacks.crash.step=12"))
+    train(make_cfg(tmp_path / "resumed", *common, f"resume={crashed}"))
+    levels = [json.loads((run / "metrics.json").read_text())["oneshot"] for run in (tmp_path / "whole", tmp_path / "resumed")]
+    assert [r["kept"] for r in levels[0]] == [6344, 3172, 635]
+    assert levels[0] == levels[1]  # the same pruned nets, to the last digit of every metric
+    whole, again = final_state(tmp_path / "whole"), final_state(tmp_path / "resumed")
+    assert all(torch.equal(whole[k], again[k]) for k in whole)
