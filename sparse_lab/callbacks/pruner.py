@@ -19,7 +19,8 @@ class Pruner(MaskEnforcer):
     """At the start of each epoch (or on the schedule's update steps, with the step's batch), keep
     the ``round((1 - S) N)`` highest ``score`` entries among the active ones, ``S`` the schedule's
     sparsity: one threshold over all tensors (``scope="global"``), per layer (``"layer"``), or by a
-    layer-wise distribution (``"er"``, ``"erk"``). Masks only shrink. Everything :class:`MaskEnforcer`
+    layer-wise distribution (``"er"``, ``"erk"``); in ``rounds`` exponential steps, scoring again
+    after each (SynFlow). Masks only shrink. Everything :class:`MaskEnforcer`
     does besides: masks enforced around every optimizer step, saved in the checkpoint, logged.
 
     Resume: the masks travel in this callback's checkpoint state; the schedule is a function of
@@ -35,21 +36,31 @@ class Pruner(MaskEnforcer):
         masks: MaskSet | None = None,
         include: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
+        rounds: int = 1,
     ) -> None:
         if scope not in SCOPES:
             raise ConfigError(f"pruning scope={scope!r} is not one of {', '.join(SCOPES)}")
+        if not isinstance(rounds, int) or rounds < 1:
+            raise ConfigError(f"pruning rounds={rounds!r} must be an integer >= 1")
         super().__init__(masks, include, exclude)
         self.schedule = schedule
         self.score = score
         self.scope = scope
+        self.rounds = rounds
         self.level = 0.0  # the sparsity last pruned to
         self.step: int | None = None  # the global step it was pruned at
 
     def prune_to(self, sparsity: float, trainer: L.Trainer, batch: Any = None) -> None:
-        """Keep ``1 - sparsity`` of the entries by score, among the active ones."""
+        """Keep ``1 - sparsity`` of the entries by score, among the active ones; with ``rounds=n``, in
+        n steps whose densities fall exponentially from the current one, scoring again after each."""
         self.level, self.step = sparsity, trainer.global_step
-        ranked = self.score(self.masks, batch)
-        self.masks.update(select(ranked, 1 - sparsity, self.scope, active=self.masks.masks))
+        current, target = self.masks.kept / self.masks.total, 1 - sparsity
+        if target >= current:
+            return  # masks only shrink; an update to the level in force changes nothing
+        for k in range(1, self.rounds + 1):
+            density = target if k == self.rounds else current * (target / current) ** (k / self.rounds)
+            ranked = self.score(self.masks, batch)
+            self.masks.update(select(ranked, density, self.scope, active=self.masks.masks))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not getattr(self.schedule, "by_step", False):

@@ -13,7 +13,13 @@ from sparse_lab.sparsity.masks import (
 )
 from sparse_lab.sparsity.random_walk import RandomWalkMask, edge_masks, keep_edge_gradients, linear_chain
 from sparse_lab.sparsity.row_sparse import RowSparseLinear, use_row_sparse_backward
-from sparse_lab.sparsity.schedules import CubicSchedule, LinearEpochSchedule, LinearExactSchedule, OneShotAtSchedule
+from sparse_lab.sparsity.schedules import (
+    CubicSchedule,
+    LinearEpochSchedule,
+    LinearExactSchedule,
+    OneShotAtSchedule,
+    OneShotAtStepSchedule,
+)
 from sparse_lab.sparsity.select import keep_above_percentile, keep_top, keep_top_counts, layer_counts, select
 
 __all__ = [
@@ -22,6 +28,7 @@ __all__ = [
     "LinearExactSchedule",
     "MaskSet",
     "OneShotAtSchedule",
+    "OneShotAtStepSchedule",
     "RandomWalkMask",
     "RowSparseLinear",
     "count_nonzero",

@@ -46,6 +46,25 @@ class OneShotAtSchedule:
         return self.final if epoch >= self.at else 0.0
 
 
+class OneShotAtStepSchedule:
+    """Dense until optimizer step ``step``, then ``S_final``: pruning at initialization (``step=0``,
+    on the first training batch) or after ``step`` warm-up steps."""
+
+    by_step = True
+
+    def __init__(self, final: float, step: int = 0) -> None:
+        _check_fraction(final)
+        if step < 0:
+            raise ConfigError(f"the pruning step must be >= 0, got {step}")
+        self.final, self.step = final, step
+
+    def is_update_step(self, step: int) -> bool:
+        return step == self.step
+
+    def __call__(self, epoch: int, step: int = 0) -> float:
+        return self.final if step >= self.step else 0.0
+
+
 class CubicSchedule:
     """Zhu & Gupta (2017): ``s_t = s_f + (s_i - s_f) (1 - (t - t_0) / (t_end - t_0))^3``, updated every
     ``frequency`` optimizer steps from ``start_step``; exactly ``final`` from ``end_step`` on."""
