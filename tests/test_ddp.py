@@ -23,7 +23,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor
 
 from sparse_lab.app import train
-from sparse_lab.callbacks import Pruner, RandomWalkGradientMask
+from sparse_lab.callbacks import MaskEnforcer, RandomWalkGradientMask
 from sparse_lab.data.loader import EpochPermutation, TensorBatchLoader
 from tests.conftest import REPO, make_cfg
 
@@ -75,7 +75,7 @@ class DDPProbe(Callback):
             self.seen["masked_ok"].append(ok)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pruner = next((cb for cb in trainer.callbacks if isinstance(cb, Pruner)), None)
+        pruner = next((cb for cb in trainer.callbacks if isinstance(cb, MaskEnforcer)), None)  # Pruner, DynamicSparsity
         if pruner is not None:
             self.seen["prune_masks"].append([(digest(m), int(m.sum())) for m in pruner.masks.masks.values()])
 
@@ -287,6 +287,13 @@ def test_progressive_pruning_masks_agree_on_every_rank(tmp_path: Path) -> None:
     # the test ran on the pruned, trained weights, which ddp_spawn hands back to the main process
     acc, _ = full_set_metrics(tmp_path / "run", "method=progressive", "sparsity=0.6", "epochs=2")
     assert final["test/acc"] == pytest.approx(acc, abs=1e-7) and acc > 0.2
+
+
+def test_dynamic_sparse_masks_agree_on_every_rank_after_updates(tmp_path: Path) -> None:
+    final, ranks = run_ddp(tmp_path, "method=rigl", "sparsity=0.8", "epochs=2", "method.callbacks.dynamic_sparsity.update_every=2")
+    assert ranks[0]["prune_masks"] == ranks[1]["prune_masks"] and len(ranks[0]["prune_masks"]) == 2
+    assert ranks[0]["prune_masks"][0] != ranks[0]["prune_masks"][1]  # the masks moved between the epochs' ends
+    assert ranks[0]["weights"] == ranks[1]["weights"] and 0 < final["test/acc"] <= 1
 
 
 @pytest.mark.slow

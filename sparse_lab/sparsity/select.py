@@ -124,3 +124,24 @@ def keep_above_percentile(scores: Scores, percent: float, active: Scores | None 
     pool = torch.cat([s.detach().reshape(-1)[active[n].reshape(-1)] for n, s in scores.items()]).double()
     threshold = torch.quantile(pool, percent / 100.0, interpolation="linear")
     return {n: (s.detach().double() >= threshold) & active[n] for n, s in scores.items()}
+
+
+def drop_and_grow(
+    active: Scores, drop_scores: Scores, grow_scores: Scores, fraction: float
+) -> tuple[Masks, int]:
+    """Dynamic sparse training's mask update, per tensor: drop ``floor(fraction * active)`` active
+    entries of the lowest ``drop_scores``, then grow as many of the highest ``grow_scores`` among the
+    entries not kept (a just-dropped one may come back). Every tensor keeps its count.
+
+    Returns the new masks and the number of entries dropped (= grown) in all."""
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"drop fraction {fraction} is outside [0, 1]")
+    out, moved = {}, 0
+    for n, mask in active.items():
+        count = int(mask.sum())
+        k = math.floor(fraction * count)
+        keep = keep_top({n: drop_scores[n]}, count - k, {n: mask})[n]
+        grow = keep_top({n: grow_scores[n]}, k, {n: ~keep})[n]
+        out[n] = keep | grow
+        moved += k
+    return out, moved

@@ -1,0 +1,116 @@
+"""Dynamic sparse training (SET, RigL): masks that move during training at a fixed density."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+
+from sparse_lab.callbacks.masking import MaskEnforcer
+from sparse_lab.errors import ConfigError
+from sparse_lab.sparsity import MaskSet, scores, select
+from sparse_lab.sparsity.dynamic import DropFraction
+from sparse_lab.sparsity.select import drop_and_grow
+
+GROWTH = ("random", "gradient")
+
+
+class DynamicSparsity(MaskEnforcer):
+    """Random sparse masks at ``sparsity`` with a layer-wise ``distribution`` (``uniform``, ``er``,
+    ``erk``) on the first training step, then, on every update, per layer: drop the fraction
+    ``drop_fraction(t, t_end)`` of the active weights with the smallest ``|w|`` and grow as many
+    among the entries not kept, ``growth="random"`` (SET) or where the step's dense gradient is
+    largest (``"gradient"``, RigL). Grown weights start at 0 with zeroed optimizer state; every layer
+    keeps its count.
+
+    Updates: after every ``update_every`` optimizer steps (RigL's delta_t; the update follows that
+    step's optimizer update, and the grown weights join from the next step), or with
+    ``update_every=None`` at the end of every epoch (SET), until ``end`` (a fraction of the
+    trainer's total steps). The growth generator is seeded with ``seed`` and saved in checkpoints.
+    """
+
+    def __init__(
+        self,
+        sparsity: float,
+        distribution: str = "erk",
+        growth: str = "gradient",
+        drop_fraction: DropFraction | None = None,
+        update_every: int | None = 100,
+        end: float = 0.75,
+        seed: int = 0,
+        masks: MaskSet | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+    ) -> None:
+        if not 0 <= sparsity < 1:
+            raise ConfigError(f"sparsity={sparsity} is outside [0, 1)")
+        if growth not in GROWTH:
+            raise ConfigError(f"growth={growth!r} is not one of {', '.join(GROWTH)}")
+        if update_every is not None and update_every < 1:
+            raise ConfigError(f"update_every={update_every} must be >= 1 (or null: every epoch)")
+        if not 0 < end <= 1:
+            raise ConfigError(f"end={end} must be a fraction of training in (0, 1]")
+        super().__init__(masks, include, exclude)
+        self.sparsity, self.distribution, self.growth = sparsity, distribution, growth
+        self.drop_fraction = drop_fraction or DropFraction()
+        self.update_every, self.end, self.seed = update_every, end, seed
+        self.started = False
+        self.updates = 0
+        # Made in on_fit_start: a torch.Generator does not survive ddp_spawn's pickling into the workers.
+        self.generator: torch.Generator | None = None
+        self._generator_state: torch.Tensor | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        if self._generator_state is not None:
+            self.generator.set_state(self._generator_state)
+
+    def _end_step(self, trainer: L.Trainer) -> int:
+        return max(1, int(self.end * trainer.estimated_stepping_batches))
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if not self.started:
+            self.started = True
+            initial = scores.random(self.masks, seed=self.seed)
+            self.masks.update(select(initial, 1 - self.sparsity, self.distribution, active=self.masks.masks))
+        self.masks.keep_dense_grads = self.growth == "gradient" and self._is_update_step(trainer.global_step + 1, trainer)
+
+    def _is_update_step(self, step: int, trainer: L.Trainer) -> bool:
+        """Whether the masks move after optimizer step number ``step`` (counted from 1)."""
+        return self.update_every is not None and step % self.update_every == 0 and step < self._end_step(trainer)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._is_update_step(trainer.global_step, trainer):
+            self.move(trainer.global_step, trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.update_every is None and trainer.global_step < self._end_step(trainer):
+            self.move(trainer.global_step, trainer)
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def move(self, step: int, trainer: L.Trainer) -> int:
+        """Drop and grow once at ``step``; the number of entries moved."""
+        fraction = self.drop_fraction(step, self._end_step(trainer))
+        if self.growth == "gradient":
+            grow = scores.gradient_magnitude(self.masks)
+        else:
+            grow = {n: torch.rand(m.shape, generator=self.generator).to(m.device) for n, m in self.masks.masks.items()}
+        new, moved = drop_and_grow(self.masks.masks, scores.magnitude(self.masks), grow, fraction)
+        self.masks.update(new, grow_value=0.0)
+        self.masks.keep_dense_grads, self.masks.dense_grads = False, None
+        self.updates += 1
+        return moved
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.generator.get_state() if self.generator is not None else self._generator_state
+        return {**super().state_dict(), "started": self.started, "updates": self.updates, "generator": state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.started, self.updates = state_dict["started"], state_dict["updates"]
+        self._generator_state = state_dict["generator"]
+        if self.generator is not None and self._generator_state is not None:
+            self.generator.set_state(self._generator_state)
