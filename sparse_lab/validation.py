@@ -49,6 +49,7 @@ RULES: list[tuple[str, Check, str]] = [
     ("paths", _int(1), "a positive integer (random walks per batch)"),
     ("sparsity", _fraction, "a number in [0, 1)"),
     ("rw_backward", _choice("dense", "rows"), "one of: dense, rows"),
+    ("mask.shuffle", lambda v: v in (None, "layer"), "null or layer"),
     ("target_acc", lambda v: v is None or (isinstance(v, (int, float)) and 0 < v <= 1), "null or an accuracy in (0, 1]"),
     ("resume", lambda v: v is None or isinstance(v, str), "a run dir or a .ckpt path"),
     ("flush_denormal", lambda v: isinstance(v, bool), "true or false"),

@@ -262,3 +262,20 @@ def test_oneshot_method_runs_and_records_each_level(tmp_path) -> None:
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert ckpt["model.net.1.weight"].count_nonzero() == 784 * 8  # the saved model is the dense one
+
+
+def test_effective_sparsity_counts_weights_on_no_input_to_output_path() -> None:
+    from sparse_lab.sparsity.masks import effective_masks
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    w1 = torch.tensor([[1, 1, 0], [0, 0, 0], [0, 1, 0], [1, 0, 0]], dtype=torch.bool)  # unit 1 gets no input
+    w2 = torch.tensor([[1, 1, 0, 0], [0, 1, 0, 0]], dtype=torch.bool)  # units 2 and 3 reach no output
+    effective = effective_masks(model, {"0.weight": w1, "2.weight": w2}, (3,))
+    assert effective["0.weight"].tolist() == [[True, True, False], [False] * 3, [False] * 3, [False] * 3]
+    assert effective["2.weight"].tolist() == [[True, False, False, False], [False] * 4]  # (·, 1) has no input
+    masks = MaskSet(model, masks={"0.weight": w1, "2.weight": w2})
+    report = masks.sparsity((3,))
+    assert report["sparsity/global"] == pytest.approx(1 - 7 / 20) and report["sparsity/effective"] == pytest.approx(1 - 3 / 20)
+    cnn = SmallCNN((1, 28, 28), 10)  # max-pools and convolutions: a dense net is fully effective
+    dense = MaskSet(cnn)
+    assert dense.sparsity((1, 28, 28))["sparsity/effective"] == 0.0

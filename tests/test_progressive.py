@@ -83,6 +83,7 @@ def test_progressive_run_keeps_exact_counts_with_momentum(tmp_path: Path, monkey
     row = json.loads((tmp_path / "metrics.json").read_text())["epochs"][-1]
     assert row["sparsity/global"] == pytest.approx(1 - check.kept[-1] / n)
     assert {"sparsity/net.1", "sparsity/net.3", "sparsity/net.5"} <= row.keys()
+    assert row["sparsity/global"] <= row["sparsity/effective"] < 1
 
 
 def test_resnet18_shapes_and_reference_size() -> None:

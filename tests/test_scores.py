@@ -141,3 +141,33 @@ def test_lenet5_shapes_and_snip_on_it(tmp_path: Path) -> None:
     masks = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["Pruner"]["masks"]
     assert list(masks) == ["net.0.weight", "net.2.weight", "net.5.weight", "net.7.weight"]
     assert sum(int(m.sum()) for m in masks.values()) == round(0.02 * 430_500)
+
+
+def test_layer_shuffle_control_keeps_each_layers_count_at_new_positions_with_the_init_weights(tmp_path: Path) -> None:
+    from sparse_lab.sparsity.select import shuffle_within_layers
+
+    masks = {"a": torch.rand(30, 20) > 0.7, "b": torch.rand(5, 7) > 0.2}
+    shuffled = shuffle_within_layers(masks, torch.Generator().manual_seed(0))
+    assert all(int(shuffled[n].sum()) == int(m.sum()) and not torch.equal(shuffled[n], m) for n, m in masks.items())
+
+    overrides = ["method=snip", *AT_INIT, "callbacks.checkpoint.save_top_k=0", "+trainer.max_steps=1"]
+    train(make_cfg(tmp_path / "plain", *overrides))
+    train(make_cfg(tmp_path / "shuffled", *overrides, "mask.shuffle=layer"))
+    load = lambda run: torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)  # noqa: E731
+    plain, shuf = load(tmp_path / "plain"), load(tmp_path / "shuffled")
+    a, b = plain["callbacks"]["Pruner"]["masks"], shuf["callbacks"]["Pruner"]["masks"]
+    assert all(int(a[n].sum()) == int(b[n].sum()) and not torch.equal(a[n], b[n]) for n in a)
+    assert (shuf["state_dict"]["model.net.5.weight"][~b["net.5.weight"]] == 0).all()
+
+
+def test_lottery_final_sparsity_and_the_shuffle_control(tmp_path: Path) -> None:
+    train(make_cfg(tmp_path, "method=lottery", "model.hidden=[8,4]", "epochs=1", "data.val_size=0", "target_acc=null",
+                   "method.protocol.rounds=3", "method.protocol.round_epoch_cap=1", "method.protocol.final_sparsity=0.75",
+                   "method.protocol.stop_on_miss=false", "method.protocol.control=shuffle"))
+    state = json.loads((tmp_path / "lottery.json").read_text())
+    assert [r["kept"] for r in state["rounds"]] == [6344, 3172, 1586]  # 50% of the remaining twice: 75% in all
+    control = state["control"]
+    assert control["kind"] == "shuffle" and control["kept"] == 1586 and control["round"] == 2
+    winning = torch.load(tmp_path / "round_02" / "ticket.pt")["masks"]
+    shuffled = torch.load(tmp_path / "control" / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["MaskEnforcer"]["masks"]
+    assert all(int(shuffled[n].sum()) == int(winning[n].sum()) and not torch.equal(shuffled[n], winning[n]) for n in winning)

@@ -72,6 +72,7 @@ class DynamicSparsity(MaskEnforcer):
         return max(1, int(self.end * trainer.estimated_stepping_batches))
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
         if not self.started:
             self.started = True
             initial = scores.random(self.masks, seed=self.seed)

@@ -20,7 +20,8 @@ def inner_model(pl_module: L.LightningModule) -> nn.Module:
 class MaskEnforcer(Callback):
     """Keeps ``masks`` in force through every optimizer step of a fit (see :meth:`MaskSet.attach`),
     saves them in the checkpoint by parameter name, and logs ``sparsity/<layer>``,
-    ``sparsity/global`` and ``sparsity/kept`` every epoch.
+    ``sparsity/global``, ``sparsity/kept`` and ``sparsity/effective`` (kept weights on no
+    input-to-output path count as pruned) every epoch.
 
     Without ``masks``, a dense :class:`MaskSet` over the model's prunable parameters (``include`` /
     ``exclude``: see :func:`~sparse_lab.sparsity.prunable_parameters`) is made at setup.
@@ -30,6 +31,7 @@ class MaskEnforcer(Callback):
         self.masks = masks
         self.include = list(include) if include is not None else None
         self.exclude = list(exclude)
+        self.input_shape: tuple[int, ...] | None = None  # one sample's, for the effective sparsity
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.masks is None:
@@ -45,8 +47,12 @@ class MaskEnforcer(Callback):
         if self.masks is not None:
             self.masks.detach()
 
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.input_shape is None:
+            self.input_shape = tuple(batch[0].shape[1:])
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.log_dict(self.masks.sparsity())
+        pl_module.log_dict(self.masks.sparsity(self.input_shape))
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         # A checkpoint of the earlier prune-based code: the LightningModule found its masks in the

@@ -6,11 +6,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
+import torch
 
 from sparse_lab.callbacks.masking import MaskEnforcer
 from sparse_lab.errors import ConfigError
 from sparse_lab.sparsity import MaskSet, scores
-from sparse_lab.sparsity.select import SCOPES, select
+from sparse_lab.sparsity.select import SCOPES, select, shuffle_within_layers
 
 Score = Callable[..., dict]
 
@@ -20,7 +21,9 @@ class Pruner(MaskEnforcer):
     the ``round((1 - S) N)`` highest ``score`` entries among the active ones, ``S`` the schedule's
     sparsity: one threshold over all tensors (``scope="global"``), per layer (``"layer"``), or by a
     layer-wise distribution (``"er"``, ``"erk"``); in ``rounds`` exponential steps, scoring again
-    after each (SynFlow). Masks only shrink. Everything :class:`MaskEnforcer`
+    after each (SynFlow). Masks only shrink. ``shuffle="layer"``: after pruning, each layer's mask
+    is permuted at random (seeded by ``seed``), keeping its count, and the kept weights take the
+    values they had before pruning (the layer-shuffle control of pruning at initialization). Everything :class:`MaskEnforcer`
     does besides: masks enforced around every optimizer step, saved in the checkpoint, logged.
 
     Resume: the masks travel in this callback's checkpoint state; the schedule is a function of
@@ -37,16 +40,21 @@ class Pruner(MaskEnforcer):
         include: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
         rounds: int = 1,
+        shuffle: str | None = None,
+        seed: int = 0,
     ) -> None:
         if scope not in SCOPES:
             raise ConfigError(f"pruning scope={scope!r} is not one of {', '.join(SCOPES)}")
         if not isinstance(rounds, int) or rounds < 1:
             raise ConfigError(f"pruning rounds={rounds!r} must be an integer >= 1")
+        if shuffle not in (None, "layer"):
+            raise ConfigError(f"mask.shuffle={shuffle!r} is not one of null, layer")
         super().__init__(masks, include, exclude)
         self.schedule = schedule
         self.score = score
         self.scope = scope
         self.rounds = rounds
+        self.shuffle, self.seed = shuffle, seed
         self.level = 0.0  # the sparsity last pruned to
         self.step: int | None = None  # the global step it was pruned at
 
@@ -57,16 +65,22 @@ class Pruner(MaskEnforcer):
         current, target = self.masks.kept / self.masks.total, 1 - sparsity
         if target >= current:
             return  # masks only shrink; an update to the level in force changes nothing
+        before = {n: w.clone() for n, w in self.masks.weights().items()} if self.shuffle else None
         for k in range(1, self.rounds + 1):
             density = target if k == self.rounds else current * (target / current) ** (k / self.rounds)
             ranked = self.score(self.masks, batch)
             self.masks.update(select(ranked, density, self.scope, active=self.masks.masks))
+        if before is not None:  # the control: the same per-layer counts at shuffled positions, weights as they were
+            generator = torch.Generator().manual_seed(self.seed)
+            self.masks.update(shuffle_within_layers(self.masks.masks, generator))
+            self.masks.assign({n: w * self.masks.masks[n] for n, w in before.items()})
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not getattr(self.schedule, "by_step", False):
             self.prune_to(self.schedule(trainer.current_epoch, trainer.global_step), trainer)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
         if getattr(self.schedule, "by_step", False) and self.schedule.is_update_step(trainer.global_step):
             self.prune_to(self.schedule(trainer.current_epoch, trainer.global_step), trainer, batch)
 

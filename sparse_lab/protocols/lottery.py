@@ -18,6 +18,7 @@ from sparse_lab.plots import decorate, new_axes, save
 from sparse_lab.protocols.train import Train, TrainerFactory, fit_and_test
 from sparse_lab.callbacks.masking import MaskEnforcer, inner_model
 from sparse_lab.sparsity import MaskSet, keep_above_percentile, scores
+from sparse_lab.sparsity.select import shuffle_within_layers
 from sparse_lab.sparsity.legacy import masks_by_name
 
 
@@ -78,8 +79,11 @@ class LotteryTicket(Train):
     and retrains with the mask fixed until test accuracy reaches ``target`` (or for
     ``round_epoch_cap`` epochs; with ``target=None`` always for the cap). Every round sees the same
     data order. It stops after ``rounds`` rounds, or (``stop_on_miss``) after the first round that
-    misses the target. The control trains the last round that reached the target from a fresh
-    random init (seed ``control_seed``) with the same mask, the same way.
+    misses the target. ``final_sparsity=S`` replaces ``prune_percent`` by the percent that reaches
+    S after ``rounds - 1`` pruning rounds (``100 (1 - (1 - S)^(1/(rounds-1)))``). The control trains
+    the last round that reached the target the same way: ``control="reinit"`` (or ``true``) with the
+    same mask and a fresh random init (seed ``control_seed``); ``"shuffle"`` with theta_0 and the mask
+    permuted within each layer (same counts; Frankle et al. 2021); ``false``: none.
 
     Data parallel: the rounds' fits and tests are distributed, the protocol itself runs in the main
     process (ddp_spawn) or, with externally started processes (ddp_multinode), on every rank, with
@@ -100,13 +104,20 @@ class LotteryTicket(Train):
         target: float | None = None,
         round_epoch_cap: int = 40,
         stop_on_miss: bool = True,
-        control: bool = True,
+        control: bool | str = True,
         control_seed: int = 1000,
         monitor: str = "test/acc",
         rewind_step: int = 0,
+        final_sparsity: float | None = None,
     ) -> None:
         if rounds < 1 or not 0 < prune_percent < 100 or round_epoch_cap < 1:
             raise ConfigError("lottery needs rounds >= 1, 0 < prune_percent < 100 and round_epoch_cap >= 1")
+        if control not in (True, False, "reinit", "shuffle"):
+            raise ConfigError(f"method.protocol.control={control!r} is not one of true, false, reinit, shuffle")
+        if final_sparsity is not None:
+            if not 0 < final_sparsity < 1 or rounds < 2:
+                raise ConfigError("method.protocol.final_sparsity needs a value in (0, 1) and rounds >= 2")
+            prune_percent = 100 * (1 - (1 - final_sparsity) ** (1 / (rounds - 1)))
         self.rounds = rounds
         self.prune_percent = prune_percent
         self.target = target
@@ -215,12 +226,17 @@ class LotteryTicket(Train):
             if winning is None:  # a round of the run this one resumed
                 saved = torch.load(out_dir / f"round_{winner['round']:02d}" / "ticket.pt")["masks"]
                 winning = masks_by_name(saved, masks.params)
-            torch.manual_seed(self.control_seed)
-            reinitialize(template)
-            masks.set(winning)
-            self._rewind(model, template.state_dict(), masks)
+            if self.control == "shuffle":
+                masks.set(shuffle_within_layers(winning, torch.Generator().manual_seed(self.control_seed)))
+                self._rewind(model, theta0, masks)
+            else:
+                torch.manual_seed(self.control_seed)
+                reinitialize(template)
+                masks.set(winning)
+                self._rewind(model, template.state_dict(), masks)
             result, _ = self._train_round("control", make_trainer, module, datamodule, out_dir, dense=False, extra=[MaskEnforcer(masks)])
-            state["control"] = {"round": winner["round"], "kept": winner["kept"], "sparsity": winner["sparsity"], **result}
+            kind = "shuffle" if self.control == "shuffle" else "reinit"
+            state["control"] = {"kind": kind, "round": winner["round"], "kept": winner["kept"], "sparsity": winner["sparsity"], **result}
             _write_json(state, out_dir / "lottery.json")
         state["winner"] = winner
         _write_json(state, out_dir / "lottery.json")
@@ -238,7 +254,7 @@ class LotteryTicket(Train):
         if "control" in state:
             c = state["control"]
             ax.plot([100 * c["sparsity"]], [c["test/acc"]], marker="x", color="k", linestyle="none", markersize=10,
-                    label="random reinit (control)")
+                    label="layer-shuffled mask, theta_0 (control)" if c.get("kind") == "shuffle" else "random reinit (control)")
         decorate(ax, "sparsity (%)", "test accuracy", "Iterative magnitude pruning", self.target)
         save(fig, out_dir / "lottery.png")
         control = out_dir / "control" / "metrics.json"

@@ -11,6 +11,7 @@ Also here: the small gradient helpers the random-walk masks use (``mask_gradient
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -63,6 +64,44 @@ def prunable_parameters(
         if chosen and not any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
             out[name] = param
     return out
+
+
+@torch.no_grad()
+def _connectivity_copy(model: nn.Module, masks: Mapping[str, Tensor]) -> nn.Module:
+    """A float64 copy of ``model`` whose masked weights are their 0/1 masks, every other weight 1,
+    biases and running means 0, running variances 1, and max-pools averaging: a positive input
+    reaches an output through exactly the paths of kept weights."""
+    net = copy.deepcopy(model).double().eval()
+    for name, param in net.named_parameters():
+        if name in masks:
+            param.copy_(masks[name])
+        elif name.rsplit(".", 1)[-1] == "bias":
+            param.zero_()
+        else:
+            param.fill_(1.0)
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+            module.running_mean.zero_()
+            module.running_var.fill_(1.0)
+    for parent in list(net.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, nn.MaxPool2d):
+                setattr(parent, child_name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding, child.ceil_mode))
+    return net
+
+
+def effective_masks(model: nn.Module, masks: Mapping[str, Tensor], input_shape: Sequence[int]) -> dict[str, Tensor]:
+    """The kept entries that lie on some path from the input to the output (Vysogorets & Kempe 2021):
+    a kept weight whose input unit no input reaches, or whose output unit reaches no output, is
+    effectively pruned. Found as the nonzero gradients of the output sum of a connectivity copy of
+    ``model`` (see :func:`_connectivity_copy`) at an all-ones input of ``input_shape``."""
+    net = _connectivity_copy(model, masks)
+    named = dict(net.named_parameters())
+    weights = [named[n] for n in masks]
+    device = weights[0].device
+    out = net(torch.ones((1, *input_shape), dtype=torch.float64, device=device))
+    grads = torch.autograd.grad(out.sum(), weights)
+    return {n: masks[n] & (g != 0) for n, g in zip(masks, grads)}
 
 
 def layer_name(param_name: str) -> str:
@@ -134,12 +173,16 @@ class MaskSet:
         """The masked parameters' current values (detached, not copied)."""
         return {n: p.detach() for n, p in self.params.items()}
 
-    def sparsity(self) -> dict[str, float]:
-        """``sparsity/<layer>`` per masked tensor, ``sparsity/global`` and ``sparsity/kept``."""
+    def sparsity(self, input_shape: Sequence[int] | None = None) -> dict[str, float]:
+        """``sparsity/<layer>`` per masked tensor, ``sparsity/global`` and ``sparsity/kept``; with the
+        model's ``input_shape``, also ``sparsity/effective`` (see :func:`effective_masks`)."""
         kept = {n: int(m.sum()) for n, m in self.masks.items()}
         out = {f"sparsity/{layer_name(n)}": 1 - kept[n] / self.masks[n].numel() for n in self.names}
         out["sparsity/global"] = 1 - sum(kept.values()) / self.total
         out["sparsity/kept"] = float(sum(kept.values()))
+        if input_shape is not None:
+            effective = effective_masks(self.model, self.masks, input_shape)
+            out["sparsity/effective"] = 1 - sum(int(m.sum()) for m in effective.values()) / self.total
         return out
 
     # ---- changing the masks ----

@@ -145,3 +145,13 @@ def drop_and_grow(
         out[n] = keep | grow
         moved += k
     return out, moved
+
+
+def shuffle_within_layers(masks: Scores, generator: torch.Generator) -> Masks:
+    """Each tensor's mask with its entries randomly permuted: the same count per layer, new positions
+    (Frankle et al. 2021's layer-shuffle control)."""
+    out = {}
+    for n, mask in masks.items():
+        order = torch.randperm(mask.numel(), generator=generator).to(mask.device)
+        out[n] = mask.reshape(-1)[order].view(mask.shape)
+    return out
