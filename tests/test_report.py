@@ -204,3 +204,24 @@ def test_search_result_of_a_multi_objective_study_lists_the_pareto_front(tmp_pat
 def test_a_plain_sweep_has_no_search_section(sweep: Path) -> None:
     assert main([str(sweep)]) == 0
     assert "Search result" not in (sweep / "report" / "report.md").read_text()
+
+
+def test_a_zoo_sweep_tables_method_by_sparsity_against_one_sided_references(tmp_path: Path) -> None:
+    from sparse_lab.report.reference import compare, load_reference
+
+    accs = {("snip", 0.95): (0.981, 0.983), ("snip", 0.98): (0.971, 0.976), ("rigl", 0.98): (0.985, 0.983)}
+    for i, ((method, sparsity), values) in enumerate(accs.items()):
+        for seed, acc in enumerate(values):
+            fake_run(tmp_path, f"{i}_{seed}", [f"method={method}", f"sparsity={sparsity}", f"seed={seed}"], acc)
+    ref = tmp_path / "ref.yaml"
+    ref.write_text("tolerance:\n  test/acc: {abs_below: 0.003}\nsettings:\n  method=snip,sparsity=0.95: {test/acc: 0.984}\n"
+                   "  method=snip,sparsity=0.98: {test/acc: 0.976}\n  method=rigl,sparsity=0.98: {test/acc: 0.9801}\n")
+    keys, rows = aggregate(find_runs(tmp_path))
+    assert keys == ["method", "sparsity"] and len(rows) == 3
+    ok = {c["setting"]: c["ok"] for c in compare(rows, load_reference(ref))}
+    # 0.982 is 0.002 below 0.984 and 0.9735 0.0025 below 0.976: within; rigl above: within
+    assert ok == {"method=snip,sparsity=0.95": True, "method=snip,sparsity=0.98": True, "method=rigl,sparsity=0.98": True}
+    ref.write_text(ref.read_text().replace("0.976", "0.9775"))
+    assert not {c["setting"]: c["ok"] for c in compare(rows, load_reference(ref))}["method=snip,sparsity=0.98"]
+    assert main([str(tmp_path), "--reference", str(ref)]) == 0
+    assert (tmp_path / "report" / "accuracy_vs_sparsity.png").read_bytes()[:4] == b"\x89PNG"

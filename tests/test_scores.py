@@ -171,3 +171,21 @@ def test_lottery_final_sparsity_and_the_shuffle_control(tmp_path: Path) -> None:
     winning = torch.load(tmp_path / "round_02" / "ticket.pt")["masks"]
     shuffled = torch.load(tmp_path / "control" / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["MaskEnforcer"]["masks"]
     assert all(int(shuffled[n].sum()) == int(winning[n].sum()) and not torch.equal(shuffled[n], winning[n]) for n in winning)
+
+
+@pytest.mark.parametrize("experiment", ["sparse_zoo_mnist", "sparse_zoo_lenet5", "sparse_zoo_cifar10"])
+def test_every_zoo_method_composes_under_the_one_budget(tmp_path: Path, experiment: str) -> None:
+    from hydra.utils import instantiate
+
+    from sparse_lab.validation import validate
+
+    for method in ["full", "snip", "grasp", "synflow", "random", "set", "rigl", "gmp", "imp"]:
+        cfg = make_cfg(tmp_path, f"experiment={experiment}", f"method={method}", fast=False)
+        validate(cfg)
+        optimizer = instantiate(cfg.method.module.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+        assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+        assert optimizer.defaults["weight_decay"] == 5e-4 and cfg.method.module.scheduler.T_max == cfg.epochs
+        if method == "imp":
+            protocol = instantiate(cfg.method.protocol)
+            assert protocol.rounds == 5 and protocol.round_epoch_cap == cfg.epochs
+            assert (1 - protocol.prune_percent / 100) ** 4 == pytest.approx(1 - cfg.sparsity)

@@ -106,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(keys, rows, DEFAULT_METRICS)
-    if args.reference:
-        comparisons = compare(rows, load_reference(args.reference))
+    reference = load_reference(args.reference) if args.reference else None
+    if reference is not None:
+        comparisons = compare(rows, reference)
         text += f"\n## Against the reference ({args.reference})\n\n" + reference_markdown(keys, comparisons)
     search = search_result(args.dir)
     if search:
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in state["rounds"] + ([{**state["control"], "round": "control"}] if "control" in state else []):
                 text += (f"| {r['round']} | {r['kept']} | {100 * r['sparsity']:.1f}% | {r['epochs']} | {r['test/acc']:.4f} "
                          f"| {r.get('reached')} |\n")
-    figures = make_figures(runs, keys, rows, out, target=args.target)
+    figures = make_figures(runs, keys, rows, out, target=args.target, reference=reference)
     text += "".join(f"\n![{name}]({name}.png)\n" for name in figures)
     (out / "report.md").write_text(f"# Report: {args.dir}\n\n{len(runs)} runs.\n\n{text}")
     with open(out / "report.csv", "w", newline="") as f:

@@ -79,9 +79,23 @@ def metric_vs(
     return fig
 
 
-def metric_vs_sparsity(rows: Sequence[dict], target: float | None) -> Figure | None:
-    """Test accuracy against the swept ``sparsity`` per method, with the target accuracy as a line."""
-    return metric_vs(rows, "sparsity", ACC, baseline=None, log_x=False, target=target)
+def metric_vs_sparsity(rows: Sequence[dict], target: float | None, reference: dict | None = None) -> Figure | None:
+    """Test accuracy against the swept ``sparsity`` per method, with the target accuracy as a line and
+    the ``reference`` settings that name a method and a sparsity as marked points."""
+    fig = metric_vs(rows, "sparsity", ACC, baseline=None, log_x=False, target=target)
+    points = [
+        (pairs["method"], float(pairs["sparsity"]), metrics[ACC])
+        for pairs, metrics in (reference or {}).get("settings", {}).values()
+        if {"method", "sparsity"} <= pairs.keys() and ACC in metrics
+    ]
+    if fig is not None and points:
+        ax = fig.axes[0]
+        for i, (method, sparsity, acc) in enumerate(points):
+            ax.plot([sparsity], [acc], marker="*", markersize=12, color="k", linestyle="none",
+                    label="published (reference)" if i == 0 else None)
+            ax.annotate(method, (sparsity, acc), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.legend(fontsize=8)
+    return fig
 
 
 def layer_bars(runs: Sequence[Run], keys: Sequence[str], prefix: str) -> Figure | None:
@@ -187,16 +201,18 @@ def pruning_figure(levels: Sequence[dict], runs: Sequence[Run], target: float | 
 
 
 def make_figures(
-    runs: Sequence[Run], keys: Sequence[str], rows: Sequence[dict], out: Path, target: float | None = None
+    runs: Sequence[Run], keys: Sequence[str], rows: Sequence[dict], out: Path, target: float | None = None,
+    reference: dict | None = None,
 ) -> dict[str, Figure]:
     """Build the figures that apply to this sweep, save them as PNG in ``out``; return them by name.
 
-    ``target``: the accuracy target drawn on accuracy-vs-sparsity figures.
+    ``target``: the accuracy target drawn on accuracy-vs-sparsity figures; ``reference`` (as
+    :func:`~sparse_lab.report.reference.load_reference` reads it): published points marked there.
     """
     figures: dict[str, Figure | None] = {"training_curves": training_curves(runs, keys)}
     figures["methods"] = method_bars(runs)
     if "sparsity" in keys:
-        figures["accuracy_vs_sparsity"] = metric_vs_sparsity(rows, target)
+        figures["accuracy_vs_sparsity"] = metric_vs_sparsity(rows, target, reference)
     figures["sparsity_per_layer"] = layer_bars(runs, keys, "sparsity")
     figures["density_per_layer"] = layer_bars(runs, keys, "updates/density")
     figures["pruning_accuracy_vs_sparsity"] = pruning_figure(oneshot_levels(runs), runs, target)

@@ -2,7 +2,8 @@
 
 Format::
 
-    tolerance:                      # per metric: abs (absolute) or rel (relative to the reference)
+    tolerance:                      # per metric: abs (absolute), rel (relative to the reference) or
+                                    # abs_below (one-sided: at most that far below the reference)
       test/acc: {abs: 0.01}
       updates/density: {rel: 0.10}
     settings:                       # "key=value,key=value" -> metric -> reference value
@@ -34,6 +35,8 @@ def within(value: float, reference: float, tolerance: dict[str, float] | None) -
     if not tolerance:
         return True
     if "abs" in tolerance and abs(value - reference) > tolerance["abs"]:
+        return False
+    if "abs_below" in tolerance and value < reference - tolerance["abs_below"]:  # one-sided: better is always within
         return False
     if "rel" in tolerance and abs(value - reference) > tolerance["rel"] * abs(reference):
         return False
