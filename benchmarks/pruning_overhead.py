@@ -3,7 +3,8 @@
 One epoch each of ``method=full`` and ``method=progressive sparsity=0.9`` (pruned to 90% at the
 start of that epoch; the MaskSet masks the gradients before every optimizer step and the weights after it, and
 costs nothing in the forward pass), interleaved ``--repeats`` times in the same process; ratio of
-the median epoch times. Usage::
+the median epoch times. Also RigL against the same static sparse run (``method=random``, ERK masks
+fixed from the first step; RigL starts from the same masks and moves them every 100 steps). Usage::
 
     python benchmarks/pruning_overhead.py [--repeats 5] [--data mnist|synthetic] [--model mlp|resnet18] [--out FILE]
 """
@@ -35,7 +36,12 @@ def main() -> None:
     # Pruned to 90% at the start of the measured epoch (OneShotAt epoch 0), so the epoch trains the sparse net.
     at_once = ["method.callbacks.pruner.schedule._target_=sparse_lab.sparsity.OneShotAtSchedule",
                "~method.callbacks.pruner.schedule.epochs", "+method.callbacks.pruner.schedule.at=0"]
-    variants = {"dense": ["method=full", *model], "progressive": ["method=progressive", "sparsity=0.9", *at_once, *model]}
+    variants = {
+        "dense": ["method=full", *model],
+        "progressive": ["method=progressive", "sparsity=0.9", *at_once, *model],
+        "static": ["method=random", "sparsity=0.9", *model],  # ERK masks fixed from the first step
+        "rigl": ["method=rigl", "sparsity=0.9", *model],  # the same ERK start, masks moved every 100 steps
+    }
     tmp = tempfile.mkdtemp(prefix="sparse_lab_prune_bench_")
     epoch_s: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.repeats):
@@ -52,9 +58,13 @@ def main() -> None:
         "median_progressive_s": statistics.median(epoch_s["progressive"]),
         "ratio": statistics.median(epoch_s["progressive"]) / statistics.median(epoch_s["dense"]),
         "target_ratio": 1.05,
+        "median_static_s": statistics.median(epoch_s["static"]),
+        "median_rigl_s": statistics.median(epoch_s["rigl"]),
+        "rigl_over_static": statistics.median(epoch_s["rigl"]) / statistics.median(epoch_s["static"]),
+        "target_rigl_over_static": 1.1,
         "torch": torch.__version__,
     }
-    save_result(result, args.out, ("median_dense_s", "median_progressive_s", "ratio"))
+    save_result(result, args.out, ("median_dense_s", "median_progressive_s", "ratio", "rigl_over_static"))
 
 
 if __name__ == "__main__":

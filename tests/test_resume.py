@@ -13,7 +13,7 @@ from sparse_lab.errors import ConfigError
 from tests.conftest import make_cfg
 from tests.helpers import SimulatedCrash
 
-TIMING = {"train_time_s", "epoch_time_s", "peak_rss_mb", "peak_cuda_mb"}
+TIMING = {"train_time_s", "epoch_time_s", "peak_rss_mb", "peak_cuda_mb", "pruning/time_s"}
 
 
 def final_state(run: Path) -> dict[str, torch.Tensor]:

@@ -130,6 +130,7 @@ def test_pruning_at_init_prunes_on_the_first_batch_and_trains_with_the_mask_fixe
         assert {name: int(m.sum()) for name, m in masks.items()} == layer_counts(shapes, 0.1, "erk")
     row = json.loads((tmp_path / "metrics.json").read_text())["epochs"][-1]
     assert row["sparsity/global"] == pytest.approx(1 - round(0.1 * n) / n)
+    assert row["pruning/time_s"] > 0  # the scoring time of the at-init method
 
 
 def test_lenet5_shapes_and_snip_on_it(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,12 +56,18 @@ class Pruner(MaskEnforcer):
         self.scope = scope
         self.rounds = rounds
         self.shuffle, self.seed = shuffle, seed
+        self.prune_time_s = 0.0  # wall time spent scoring and selecting this epoch (logged as pruning/time_s)
         self.level = 0.0  # the sparsity last pruned to
         self.step: int | None = None  # the global step it was pruned at
 
     def prune_to(self, sparsity: float, trainer: L.Trainer, batch: Any = None) -> None:
         """Keep ``1 - sparsity`` of the entries by score, among the active ones; with ``rounds=n``, in
         n steps whose densities fall exponentially from the current one, scoring again after each."""
+        t0 = time.perf_counter()
+        self._prune(sparsity, trainer, batch)
+        self.prune_time_s += time.perf_counter() - t0
+
+    def _prune(self, sparsity: float, trainer: L.Trainer, batch: Any) -> None:
         self.level, self.step = sparsity, trainer.global_step
         current, target = self.masks.kept / self.masks.total, 1 - sparsity
         if target >= current:
@@ -83,6 +90,11 @@ class Pruner(MaskEnforcer):
         super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
         if getattr(self.schedule, "by_step", False) and self.schedule.is_update_step(trainer.global_step):
             self.prune_to(self.schedule(trainer.current_epoch, trainer.global_step), trainer, batch)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        pl_module.log("pruning/time_s", self.prune_time_s)
+        self.prune_time_s = 0.0
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "level": self.level, "step": self.step}
