@@ -56,12 +56,18 @@ def test_a_missed_target_stops_the_rounds(tmp_path: Path) -> None:
     assert state["rounds"][1]["epochs"] == 2  # trained to the cap
 
 
-def test_resumed_lottery_equals_an_uninterrupted_one(tmp_path: Path) -> None:
+def whole_and_crashed(tmp_path: Path) -> Path:
+    """An uninterrupted lottery run in ``tmp_path/whole`` and one stopped at round 2's start: its dir."""
     train(make_cfg(tmp_path / "whole", *LTH, "method.protocol.control=false"))
     crashed = tmp_path / "crashed"
     with pytest.raises(SimulatedCrash):
         train(make_cfg(crashed, *LTH, "method.protocol.control=false",
                        "+callbacks.crash._target_=tests.helpers.CrashInRun", "+callbacks.crash.run_name=round_02"))
+    return crashed
+
+
+def test_resumed_lottery_equals_an_uninterrupted_one(tmp_path: Path) -> None:
+    crashed = whole_and_crashed(tmp_path)
     assert len(lottery(crashed)["rounds"]) == 2
     train(make_cfg(tmp_path / "resumed", *LTH, "method.protocol.control=false", f"resume={crashed}"))
     whole, resumed = lottery(tmp_path / "whole"), lottery(tmp_path / "resumed")
@@ -84,11 +90,7 @@ def test_late_rewinding_rewinds_to_the_weights_after_k_steps(tmp_path: Path) -> 
 
 
 def test_a_lottery_run_of_the_old_prune_based_code_resumes_from_its_position_ordered_ticket(tmp_path: Path) -> None:
-    train(make_cfg(tmp_path / "whole", *LTH, "method.protocol.control=false"))
-    crashed = tmp_path / "crashed"
-    with pytest.raises(SimulatedCrash):
-        train(make_cfg(crashed, *LTH, "method.protocol.control=false",
-                       "+callbacks.crash._target_=tests.helpers.CrashInRun", "+callbacks.crash.run_name=round_02"))
+    crashed = whole_and_crashed(tmp_path)
     path = crashed / "round_01" / "ticket.pt"
     ticket = torch.load(path)
     theta0 = torch.load(crashed / "theta0.pt")

@@ -56,15 +56,18 @@ def masks(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["Pruner"]["masks"]
 
 
+PROGRESSIVE = [
+    "method=progressive", "sparsity=0.5", "epochs=4", "data.val_size=0", "data.test_each_epoch=true",
+    "method.callbacks.pruner.schedule._target_=sparse_lab.sparsity.LinearExactSchedule",
+]  # fmt: skip
+
+
 # 8 steps per epoch, LinearExact to 50% over 4 epochs: 0, 1/6, 1/3, 1/2 at the start of epochs 0..3.
 # Step 20 is the middle of epoch 2 (last.ckpt: end of epoch 1, masks at 1/6); step 24 is the first
 # batch of epoch 3, right after its pruning update to 50% (last.ckpt: end of epoch 2, masks at 1/3).
 @pytest.mark.parametrize("crash_step", [20, 24], ids=["mid_epoch", "epoch_boundary_after_prune"])
 def test_resumed_progressive_run_equals_uninterrupted_run(tmp_path: Path, crash_step: int) -> None:
-    common = [
-        "method=progressive", "sparsity=0.5", "epochs=4", "data.val_size=0", "data.test_each_epoch=true",
-        "method.callbacks.pruner.schedule._target_=sparse_lab.sparsity.LinearExactSchedule",
-    ]  # fmt: skip
+    common = PROGRESSIVE
     train(make_cfg(tmp_path / "whole", *common))
 
     crashed = tmp_path / "crashed"
@@ -106,10 +109,7 @@ def _to_prune_format(ckpt: Path, out: Path) -> None:
 
 
 def test_a_checkpoint_of_the_old_prune_based_code_resumes_converted_or_is_refused(tmp_path: Path) -> None:
-    common = [
-        "method=progressive", "sparsity=0.5", "epochs=4", "data.val_size=0", "data.test_each_epoch=true",
-        "method.callbacks.pruner.schedule._target_=sparse_lab.sparsity.LinearExactSchedule",
-    ]  # fmt: skip
+    common = PROGRESSIVE
     train(make_cfg(tmp_path / "whole", *common))
     crashed = tmp_path / "crashed"
     with pytest.raises(SimulatedCrash):
