@@ -59,8 +59,16 @@ def test_method_and_model_options_instantiate(tmp_path: Path, method: str, model
     dm = instantiate(cfg.data)
     net = instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
     module = instantiate(cfg.method.module, model=net, num_classes=dm.num_classes)
-    assert module.configure_optimizers() is not None
-    assert build_callbacks(cfg)
+    configured = module.configure_optimizers()
+    optimizers = configured if isinstance(configured, (list, tuple)) else [configured]
+    optimizers = [o["optimizer"] if isinstance(o, dict) else o for o in optimizers]
+    trained = [p for o in optimizers for g in o.param_groups for p in g["params"]]
+    own = {id(p) for p in module.parameters()}
+    assert trained and all(id(p) in own for p in trained)  # the optimizers hold this module's parameters
+    assert len({id(p) for p in trained}) == len(trained)  # each in one optimizer only
+    entries = {**(cfg.get("callbacks") or {}), **(cfg.method.get("callbacks") or {})}
+    declared = [entry._target_.rsplit(".", 1)[-1] for entry in entries.values() if entry is not None]
+    assert [type(cb).__name__ for cb in build_callbacks(cfg)] == declared
 
 
 @pytest.mark.parametrize("data", options("data"))
@@ -95,12 +103,14 @@ def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sparse_lab", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # starts processes
 def test_cli_prints_composed_config() -> None:
     result = run_cli("--cfg", "job", "paths=50")
     assert result.returncode == 0, result.stderr
     assert "paths: 50" in result.stdout and "max_epochs: ${epochs}" in result.stdout
 
 
+@pytest.mark.slow  # starts processes
 def test_cli_unknown_group_option_lists_choices() -> None:
     result = run_cli("method=nope", "--cfg", "job")
     assert result.returncode != 0

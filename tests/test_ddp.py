@@ -228,6 +228,7 @@ def test_ddp_cpu_builds_a_two_process_spawn_trainer(tmp_path: Path) -> None:
 
 # ---- end to end, 2 processes ----
 
+@pytest.mark.slow  # starts processes
 def test_full_weights_agree_and_test_metrics_are_the_whole_test_set(tmp_path: Path) -> None:
     final, ranks = run_ddp(tmp_path, "method=full")
     # (a) identical weights on both ranks at the end of training, and in the saved checkpoint
@@ -258,6 +259,7 @@ def test_full_weights_agree_and_test_metrics_are_the_whole_test_set(tmp_path: Pa
     assert not list((tmp_path / "run").glob("*.tmp"))
 
 
+@pytest.mark.slow  # starts processes
 def test_random_walk_masks_and_weights_agree_on_every_rank(tmp_path: Path) -> None:
     final, ranks = run_ddp(tmp_path, "method=rw_target", "paths=20")
     steps = len(ranks[0]["rw_masks"])
@@ -275,6 +277,7 @@ def test_random_walk_masks_and_weights_agree_on_every_rank(tmp_path: Path) -> No
     assert 0 < final["test/acc"] <= 1
 
 
+@pytest.mark.slow  # starts processes
 def test_progressive_pruning_masks_agree_on_every_rank(tmp_path: Path) -> None:
     final, ranks = run_ddp(tmp_path, "method=progressive", "sparsity=0.6", "epochs=2")
     # (c) the same masks after every pruning step, at the schedule's levels (0, then 30%)
@@ -289,6 +292,7 @@ def test_progressive_pruning_masks_agree_on_every_rank(tmp_path: Path) -> None:
     assert final["test/acc"] == pytest.approx(acc, abs=1e-7) and acc > 0.2
 
 
+@pytest.mark.slow  # starts processes
 def test_dynamic_sparse_masks_agree_on_every_rank_after_updates(tmp_path: Path) -> None:
     final, ranks = run_ddp(tmp_path, "method=rigl", "sparsity=0.8", "epochs=2", "method.callbacks.dynamic_sparsity.update_every=2")
     assert ranks[0]["prune_masks"] == ranks[1]["prune_masks"] and len(ranks[0]["prune_masks"]) == 2

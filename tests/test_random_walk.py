@@ -332,6 +332,7 @@ def test_rw_runs_start_from_the_same_weights_as_full(tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # starts processes
 def test_cnn_with_rw_is_a_clear_error(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "sparse_lab", "method=rw_target", "model=cnn", "data=synthetic", "hardware=cpu",

@@ -74,9 +74,14 @@ def test_scheduler_and_other_model_train(tmp_path: Path) -> None:
         "+method.module.scheduler.step_size=1",
         "+method.module.scheduler.gamma=0.5",
         "epochs=2",
+        "+callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor",
+        "+callbacks.lr_monitor.logging_interval=epoch",
     )
     train(cfg)
-    assert metrics(tmp_path)["status"] == "completed"
+    record = metrics(tmp_path)
+    assert record["status"] == "completed" and len(record["epochs"]) == 2
+    # StepLR(step_size=1, gamma=0.5) stepped once per epoch: the second epoch trained at half the lr
+    assert [row["lr-Adam"] for row in record["epochs"]] == pytest.approx([1e-3, 5e-4])
 
 
 def test_non_finite_loss_stops_with_a_clear_error_and_keeps_metrics(tmp_path: Path) -> None:
