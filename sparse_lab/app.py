@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sparse_lab.atomic import atomic_write_text
 from sparse_lab.errors import SparseLabError
 from sparse_lab.validation import validate
 
@@ -103,7 +104,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # processes started by SLURM / torchrun each run this app
-        (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     def make_trainer(run_dir: Path, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
         """A fresh Trainer whose callbacks and logger write below ``run_dir``."""
@@ -155,7 +156,7 @@ def main(cfg: DictConfig) -> Any:
         message = f"sparse_lab: error: {exc}" if clear else traceback.format_exc()
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "error.txt").write_text(message + "\n")
+        atomic_write_text(out_dir / "error.txt", message + "\n")
         if multirun:  # one failing job does not stop the sweep; FailureSummary reports it at the end
             log.error("job failed (%s), the sweep goes on:\n%s", out_dir, message)
             return None

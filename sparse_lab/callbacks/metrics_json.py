@@ -14,6 +14,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from sparse_lab.atomic import atomic_write_text
+
 
 def _cuda_in_use() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_initialized()
@@ -90,10 +92,7 @@ class MetricsJSONWriter(Callback):
         """Replace the file with the record (global rank 0 only)."""
         if self._trainer is not None and not self._trainer.is_global_zero:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.record, indent=2))
-        tmp.replace(self.path)
+        atomic_write_text(self.path, json.dumps(self.record, indent=2))
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t_fit = time.perf_counter()

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from sparse_lab.atomic import atomic_write_text
 from sparse_lab.plots import decorate, new_axes, save
 from sparse_lab.sparsity import current_weights, prunable
 
@@ -35,7 +36,7 @@ class WeightStatistics(Callback):
         weights = current_weights([m for _, m in prunable(getattr(pl_module, "model", pl_module))])
         stats = weight_statistics(weights)
         out = Path(trainer.default_root_dir)
-        (out / "weight_stats.json").write_text(json.dumps(stats, indent=2))
+        atomic_write_text(out / "weight_stats.json", json.dumps(stats, indent=2))
         flat = torch.cat([w.reshape(-1) for w in weights]).cpu()
         self._histogram(flat, stats, out, trainer)
 

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
+from sparse_lab.atomic import atomic_torch_save, atomic_write_text
 from sparse_lab.errors import ConfigError
 from sparse_lab.plots import decorate, new_axes, save
 from sparse_lab.protocols.train import Train, TrainerFactory, fit_and_test
@@ -37,7 +38,7 @@ class _Snapshot(L.Callback):
             self.state = {_plain(n): p.detach().clone() for n, p in model.named_parameters()}
             if trainer.is_global_zero:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({k: v.cpu() for k, v in self.state.items()}, self.path)
+                atomic_torch_save({k: v.cpu() for k, v in self.state.items()}, self.path)
 
     def result(self) -> dict[str, Tensor] | None:
         """The snapshot, from this process or from the file the fit's processes wrote."""
@@ -48,14 +49,14 @@ class _Snapshot(L.Callback):
 
 @rank_zero_only
 def _save(obj: Any, path: Path) -> None:
-    """``torch.save`` on global rank 0 only (every rank holds the same weights and masks)."""
-    torch.save(obj, path)
+    """``torch.save`` on global rank 0 only (every rank holds the same weights and masks), atomically."""
+    atomic_torch_save(obj, path)
 
 
 @rank_zero_only
 def _write_json(obj: Any, path: Path) -> None:
-    """Write ``obj`` as JSON on global rank 0 only."""
-    path.write_text(json.dumps(obj, indent=2))
+    """Write ``obj`` as JSON on global rank 0 only, atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 def reinitialize(model: nn.Module) -> None:
