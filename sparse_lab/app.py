@@ -167,10 +167,58 @@ def main(cfg: DictConfig) -> Any:
     return value
 
 
+# Hydra plugins that a config group option needs: (group, option) -> (plugin module, pip package).
+PLUGINS: dict[tuple[str, str], tuple[str, str]] = {
+    **{("hydra/launcher", o): ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")
+       for o in ("slurm", "submitit_slurm", "submitit_local")},
+    ("hydra/launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+    ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
+}
+
+
+def _chosen(argv: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(group, option, where) of the Hydra plugin groups that ``argv`` and the experiment it picks choose."""
+    chosen = []
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key in ("hydra/launcher", "hydra/sweeper"):
+            chosen.append((key, value, arg))
+        elif key == "experiment" and value:
+            preset = Path(CONFIG_DIR) / "experiment" / f"{value}.yaml"
+            text = preset.read_text() if preset.is_file() else ""
+            for group in ("hydra/launcher", "hydra/sweeper"):
+                for line in text.splitlines():
+                    if line.strip().replace("/hydra/", "hydra/").startswith(f"- override {group}:"):
+                        chosen.append((group, line.split(":", 1)[1].strip(), f"{arg} (it sets {group})"))
+    return chosen
+
+
+def plugin_problems(argv: Sequence[str]) -> list[str]:
+    """A line for every Hydra plugin that the command line asks for and that is not installed."""
+    import importlib.util
+
+    problems = []
+    for group, option, where in _chosen(argv):
+        module, package = PLUGINS.get((group, option), (None, None))
+        if module is not None and importlib.util.find_spec(module) is None:
+            problems.append(f"{where} needs the Hydra plugin {package}, which is not installed: "
+                            f'pip install -e ".[cluster]" (or pip install {package})')
+    return problems
+
+
+def run_cli() -> None:
+    """``python -m sparse_lab``: refuses a missing Hydra plugin with one line (exit 2), then runs :func:`main`."""
+    problems = plugin_problems(sys.argv[1:])
+    if problems:
+        print("\n".join(f"sparse_lab: error: {p}" for p in problems), file=sys.stderr)
+        sys.exit(2)
+    main()
+
+
 def cli() -> None:
     """The ``sparse-lab`` console script: ``sparse-lab report DIR ...`` makes a report, anything else runs."""
     if len(sys.argv) > 1 and sys.argv[1] == "report":
         from sparse_lab.report.__main__ import main as report_main
 
         sys.exit(report_main(sys.argv[2:]))
-    main()
+    run_cli()

@@ -18,6 +18,7 @@ from sparse_lab.errors import ConfigError
 from sparse_lab.plots import decorate, new_axes, save
 from sparse_lab.protocols.train import Train, TrainerFactory, fit_and_test
 from sparse_lab.sparsity import apply_masks, current_masks, current_weights, percentile_masks, prunable
+from sparse_lab.validation import is_int, is_number
 
 
 class _Snapshot(L.Callback):
@@ -109,8 +110,19 @@ class LotteryTicket(Train):
         monitor: str = "test/acc",
         rewind_step: int = 0,
     ) -> None:
-        if rounds < 1 or not 0 < prune_percent < 100 or round_epoch_cap < 1:
-            raise ConfigError("lottery needs rounds >= 1, 0 < prune_percent < 100 and round_epoch_cap >= 1")
+        checks = [
+            ("rounds", rounds, is_int(rounds, 1), "an integer >= 1"),
+            ("prune_percent", prune_percent, is_number(prune_percent, 0, 100, open_low=True) and prune_percent < 100, "a number in (0, 100)"),
+            ("target", target, target is None or is_number(target, 0, 1, open_low=True), "null or an accuracy in (0, 1]"),
+            ("round_epoch_cap", round_epoch_cap, is_int(round_epoch_cap, 1), "an integer >= 1"),
+            ("control_seed", control_seed, is_int(control_seed, 0), "a non-negative integer"),
+            ("rewind_step", rewind_step, is_int(rewind_step, 0), "an integer >= 0 (0: rewind to theta_0)"),
+            ("stop_on_miss", stop_on_miss, isinstance(stop_on_miss, bool), "true or false"),
+            ("control", control, isinstance(control, bool), "true or false"),
+        ]
+        problems = [f"{name}={value!r} is invalid: it must be {valid}" for name, value, ok, valid in checks if not ok]
+        if problems:
+            raise ConfigError("\n".join(problems))
         self.rounds = rounds
         self.prune_percent = prune_percent
         self.target = target
