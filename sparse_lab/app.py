@@ -19,6 +19,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sparse_lab.atomic import atomic_write_text
@@ -151,6 +152,9 @@ def main(cfg: DictConfig) -> Any:
     try:
         final = train(cfg)
         value = objective(cfg, final)
+    except SIGTERMException:  # SaveOnSigterm wrote the checkpoint; 143 = 128 + SIGTERM, as if the signal had ended it
+        log.warning("stopped by SIGTERM: continue with resume=%s", cfg.output_dir)
+        sys.exit(143)
     except Exception as exc:
         clear = isinstance(exc, SparseLabError)
         message = f"sparse_lab: error: {exc}" if clear else traceback.format_exc()

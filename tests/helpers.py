@@ -33,3 +33,17 @@ class CrashInRun(Callback):
 
         if Path(trainer.default_root_dir).name == self.run_name:
             raise SimulatedCrash(f"simulated crash in {self.run_name}")
+
+
+class SigtermAtStep(Callback):
+    """Send this process SIGTERM when ``trainer.global_step`` reaches ``step`` (a scheduler's preemption)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        import os
+        import signal
+
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)

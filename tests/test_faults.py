@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from sparse_lab import app
 from sparse_lab.atomic import AtomicCheckpointIO, atomic_write_text
@@ -149,6 +150,34 @@ def test_a_run_dir_whose_checkpoints_are_all_damaged_is_refused(tmp_path: Path) 
     (tmp_path / "old" / "checkpoints" / "last.ckpt").write_bytes(b"torn")
     with pytest.raises(ConfigError, match="none of its checkpoints loads \\(last.ckpt: "):
         resume_checkpoint(str(tmp_path / "old"))
+
+
+# ---- preemption ----
+
+TIMING = {"train_time_s", "epoch_time_s", "peak_rss_mb", "peak_cuda_mb"}
+
+
+def _rows(run: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in json.loads((run / "metrics.json").read_text())["epochs"]]
+
+
+@pytest.mark.parametrize("method", ["full", "rw_target"])
+def test_sigterm_saves_at_the_step_boundary_and_resume_is_bit_identical(tmp_path: Path, method: str) -> None:
+    common = [f"method={method}", *SMALL, "epochs=3", "batch_size=32", "paths=20", "data.test_each_epoch=true"]
+    train(make_cfg(tmp_path / "whole", *common))
+    cut = tmp_path / "cut"
+    with pytest.raises(SIGTERMException):  # 8 steps an epoch: SIGTERM during step 11, in the middle of epoch 1
+        train(make_cfg(cut, *common, "+callbacks.sig._target_=tests.helpers.SigtermAtStep", "+callbacks.sig.step=11"))
+    ckpt = torch.load(cut / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 12 and ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "served": 4}]
+    assert json.loads((cut / "metrics.json").read_text())["status"] == "interrupted"
+
+    resumed = tmp_path / "resumed"
+    train(make_cfg(resumed, *common, f"resume={cut}"))
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _rows(resumed) == _rows(tmp_path / "whole")  # the interrupted epoch's train metrics included
 
 
 # ---- entry points that did nothing useful ----

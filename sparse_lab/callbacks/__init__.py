@@ -2,6 +2,7 @@
 
 from sparse_lab.callbacks.gradient_mask import RandomWalkGradientMask
 from sparse_lab.callbacks.metrics_json import MetricsJSONWriter, peak_memory_mb
+from sparse_lab.callbacks.preemption import SaveOnSigterm
 from sparse_lab.callbacks.progress_bar import TimedProgressBar
 from sparse_lab.callbacks.pruning_schedule import PruningSchedule
 from sparse_lab.callbacks.update_stats import UpdateStats
@@ -11,6 +12,7 @@ __all__ = [
     "MetricsJSONWriter",
     "PruningSchedule",
     "RandomWalkGradientMask",
+    "SaveOnSigterm",
     "TimedProgressBar",
     "UpdateStats",
     "WeightStatistics",
