@@ -20,6 +20,7 @@ from sparse_lab.errors import ConfigError
 from sparse_lab.protocols.train import resume_checkpoint
 from sparse_lab.report.__main__ import main as report_main
 from tests.conftest import REPO, make_cfg
+from tests.helpers import SimulatedCrash
 from tests.malformed_inputs import MALFORMED, applicable, with_base
 
 SMALL = ["model.hidden=[16]", "data.train_size=256", "data.val_size=0"]
@@ -150,6 +151,19 @@ def test_a_run_dir_whose_checkpoints_are_all_damaged_is_refused(tmp_path: Path) 
     (tmp_path / "old" / "checkpoints" / "last.ckpt").write_bytes(b"torn")
     with pytest.raises(ConfigError, match="none of its checkpoints loads \\(last.ckpt: "):
         resume_checkpoint(str(tmp_path / "old"))
+
+
+def test_a_lottery_stopped_in_its_control_resumes_with_the_winning_ticket_of_the_first_run(tmp_path: Path) -> None:
+    lth = ["method=lottery", "model.hidden=[8,4]", "epochs=2", "data.val_size=0", "data.test_each_epoch=true",
+           "method.protocol.rounds=2", "method.protocol.round_epoch_cap=2", "target_acc=null"]
+    train(make_cfg(tmp_path / "whole", *lth))
+    crashed = tmp_path / "crashed"
+    with pytest.raises(SimulatedCrash):
+        train(make_cfg(crashed, *lth, "+callbacks.crash._target_=tests.helpers.CrashInRun", "+callbacks.crash.run_name=control"))
+    train(make_cfg(tmp_path / "resumed", *lth, f"resume={crashed}"))  # the winner's ticket lies in crashed/round_01
+    whole = json.loads((tmp_path / "whole" / "lottery.json").read_text())
+    assert json.loads((tmp_path / "resumed" / "lottery.json").read_text()) == whole
+    assert "control" in whole
 
 
 # ---- preemption ----

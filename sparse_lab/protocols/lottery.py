@@ -233,8 +233,8 @@ class LotteryTicket(Train):
         winner = (winners or state["rounds"])[-1]
         if self.control and winner["round"] > 0:
             winning = round_masks.get(winner["round"])
-            if winning is None:  # a round of the run this one resumed
-                winning = torch.load(out_dir / f"round_{winner['round']:02d}" / "ticket.pt")["masks"]
+            if winning is None:  # a round of the run this one resumed: its ticket is in that run's dir
+                winning = torch.load(Path(resume) / f"round_{winner['round']:02d}" / "ticket.pt")["masks"]
             torch.manual_seed(self.control_seed)
             reinitialize(template)
             self._rewind(model, template.state_dict())
