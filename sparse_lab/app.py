@@ -82,6 +82,20 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [build(entry) for entry in entries.values() if entry is not None]
 
 
+def requeued_run(out_dir: Path) -> str | None:
+    """``out_dir`` itself when this is a requeued SLURM job (``SLURM_RESTART_COUNT`` > 0) whose earlier
+    attempt left something to continue from there (a checkpoint, Lightning's ``hpc_ckpt_N.ckpt``, or a
+    lottery's ``lottery.json``); None otherwise."""
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    if not restarts.isdigit() or int(restarts) < 1:
+        return None
+    left = [*out_dir.glob("checkpoints/*.ckpt"), *out_dir.glob("hpc_ckpt_*.ckpt"), *out_dir.glob("lottery.json")]
+    if not left:
+        return None
+    log.info("requeued SLURM job (SLURM_RESTART_COUNT=%s): continuing the run in %s", restarts, out_dir)
+    return str(out_dir)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one experiment described by ``cfg``; return the final test metrics."""
     validate(cfg)
@@ -97,7 +111,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build(cfg.method.module, model=model, num_classes=datamodule.num_classes)
     callbacks = build_callbacks(cfg)
     protocol = build(cfg.method.get("protocol") or {"_target_": "sparse_lab.protocols.Train"})
-    protocol.check_resume(cfg.get("resume"))  # a bad resume= is refused before anything is written
+    resume = cfg.get("resume") or requeued_run(Path(cfg.output_dir))
+    protocol.check_resume(resume)  # a bad resume= is refused before anything is written
     for callback in callbacks:  # method/model compatibility, before anything is written
         if hasattr(callback, "check_model"):
             callback.check_model(model)
@@ -115,7 +130,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger = build(sub.logger) if sub.get("logger") else False
         return build(sub.trainer, callbacks=[*build_callbacks(sub), *extra_callbacks], logger=logger)
 
-    final = protocol.run(make_trainer, module, datamodule, out_dir, resume=cfg.get("resume"))
+    final = protocol.run(make_trainer, module, datamodule, out_dir, resume=resume)
     if cfg.get("logger"):
         logger = build(cfg.logger)
         logger.log_hyperparams(hyperparameters(cfg), metrics={f"final/{k.split('/')[-1]}": v for k, v in final.items()})

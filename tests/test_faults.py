@@ -194,6 +194,46 @@ def test_sigterm_saves_at_the_step_boundary_and_resume_is_bit_identical(tmp_path
     assert _rows(resumed) == _rows(tmp_path / "whole")  # the interrupted epoch's train metrics included
 
 
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path: Path) -> None:
+    from benchmarks.kill_resume import main as kill_resume
+
+    out = tmp_path / "kill_resume.json"  # one kill of each kind: from outside, in validation, then a torn checkpoint
+    assert kill_resume(["--methods", "rw_target", "--trials", "3", "--seed", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["rw_target"] == {"kills": 3, "bit_identical": 3}
+    assert [r["kind"] for r in result["trials"]["rw_target"] if r["killed"]] == ["random", "validation", "torn"]
+    assert any(r["torn"] for r in result["trials"]["rw_target"])
+
+
+@pytest.mark.slow
+def test_cli_sigterm_exits_143_with_a_checkpoint_to_resume_from(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "sparse_lab", "data=synthetic", "hardware=cpu", *SMALL, "epochs=3", "batch_size=32",
+            "+callbacks.sig._target_=tests.helpers.SigtermAtStep", "+callbacks.sig.step=11", f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert "SIGTERM: saved" in result.stdout + result.stderr and "Traceback" not in result.stderr
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 12
+
+
+def test_a_requeued_slurm_job_continues_in_its_own_run_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    common = [*SMALL, "epochs=3", "data.test_each_epoch=true"]
+    train(make_cfg(tmp_path / "whole", *common))
+    job = tmp_path / "job"  # 2 steps an epoch: the first attempt stops in epoch 2, its last.ckpt holds epoch 1
+    with pytest.raises(SimulatedCrash):
+        train(make_cfg(job, *common, "+callbacks.crash._target_=tests.helpers.CrashAtStep", "+callbacks.crash.step=5"))
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # what SLURM sets in a requeued job; the same command again
+    with caplog.at_level("INFO", logger="sparse_lab"):
+        train(make_cfg(job, *common))
+    assert f"continuing the run in {job}" in caplog.text and "continuing from" in caplog.text
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(job / "checkpoints" / "last.ckpt", weights_only=False)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert _rows(job) == _rows(tmp_path / "whole")
+
+
 # ---- entry points that did nothing useful ----
 
 def test_report_exits_non_zero_when_no_run_has_results(tmp_path: Path) -> None:

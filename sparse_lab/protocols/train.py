@@ -38,7 +38,8 @@ def checkpoint_problem(path: Path) -> str | None:
 
 def resume_checkpoint(resume: str | None) -> str | None:
     """The checkpoint that ``resume=`` names: a ``.ckpt`` file, or the newest checkpoint of a run dir
-    (``checkpoints/*.ckpt`` by modification time) that loads; the ones skipped are logged with the reason."""
+    (``checkpoints/*.ckpt`` and ``hpc_ckpt_*.ckpt`` by modification time) that loads; the ones skipped
+    are logged with the reason."""
     if not resume:
         return None
     path = Path(resume)
@@ -47,7 +48,9 @@ def resume_checkpoint(resume: str | None) -> str | None:
         if problem:
             raise ConfigError(f"resume={resume} does not load ({problem}): give another .ckpt, or the run dir to take its newest intact checkpoint")
         return str(path)
-    found = [(p, p.stat().st_mtime_ns) for p in (path / "checkpoints").glob("*.ckpt")] if path.is_dir() else []
+    # hpc_ckpt_N.ckpt: what Lightning's SLURM auto-requeue saves in the run dir on SIGUSR1
+    files = [*(path / "checkpoints").glob("*.ckpt"), *path.glob("hpc_ckpt_*.ckpt")] if path.is_dir() else []
+    found = [(p, p.stat().st_mtime_ns) for p in files]
     if not found:
         raise ConfigError(
             f"resume={resume} has no checkpoint ({path / 'checkpoints' / 'last.ckpt'} not found): give a run dir that holds "
