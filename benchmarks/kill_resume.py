@@ -142,13 +142,14 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             assert run(cmd, whole) == 0, f"the uninterrupted {method} run failed: see {whole}.log"
             reference = ending(method, whole)
-            # the kill window: from the first checkpoint (round) to the end of the run, from its files' times
-            first = min(p.stat().st_mtime for p in ([whole / "lottery.json"] if method == "lottery" else whole.rglob("*.ckpt")))
+            # the kill window: from the end of the first epoch (round) to the end of the run
             end = (whole / "metrics.json").stat().st_mtime
+            if method == "lottery":
+                first = min(p.stat().st_mtime for p in whole.glob("round_*/ticket.pt"))
+            else:  # epoch 0's checkpoint is replaced by later ones: its end from the fit time
+                epochs = int(next(a for a in cmd if a.startswith("epochs=")).split("=")[1])
+                first = end - json.loads((whole / "metrics.json").read_text())["fit_time_s"] * (1 - 1 / epochs)
             span = max(end - first, 0.5)
-            if method == "lottery":  # lottery.json is rewritten after every round: the first round ended earlier
-                rounds = sorted(whole.glob("round_*/ticket.pt"), key=lambda p: p.stat().st_mtime)
-                span = max(end - rounds[0].stat().st_mtime, 0.5)
             print(f"{method}: reference run {time.perf_counter() - t0:.1f} s, kill window {span:.2f} s", flush=True)
             rows, done = [], 0
             while done < args.trials:
