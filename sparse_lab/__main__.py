@@ -1,4 +1,4 @@
-from sparse_lab.app import main
+from sparse_lab.app import run_cli
 
 if __name__ == "__main__":
-    main()
+    run_cli()

@@ -19,8 +19,10 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sparse_lab.atomic import atomic_write_text
 from sparse_lab.errors import SparseLabError
 from sparse_lab.validation import validate
 
@@ -80,6 +82,20 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [build(entry) for entry in entries.values() if entry is not None]
 
 
+def requeued_run(out_dir: Path) -> str | None:
+    """``out_dir`` itself when this is a requeued SLURM job (``SLURM_RESTART_COUNT`` > 0) whose earlier
+    attempt left something to continue from there (a checkpoint, Lightning's ``hpc_ckpt_N.ckpt``, or a
+    lottery's ``lottery.json``); None otherwise."""
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    if not restarts.isdigit() or int(restarts) < 1:
+        return None
+    left = [*out_dir.glob("checkpoints/*.ckpt"), *out_dir.glob("hpc_ckpt_*.ckpt"), *out_dir.glob("lottery.json")]
+    if not left:
+        return None
+    log.info("requeued SLURM job (SLURM_RESTART_COUNT=%s): continuing the run in %s", restarts, out_dir)
+    return str(out_dir)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one experiment described by ``cfg``; return the final test metrics."""
     validate(cfg)
@@ -95,7 +111,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build(cfg.method.module, model=model, num_classes=datamodule.num_classes)
     callbacks = build_callbacks(cfg)
     protocol = build(cfg.method.get("protocol") or {"_target_": "sparse_lab.protocols.Train"})
-    protocol.check_resume(cfg.get("resume"))  # a bad resume= is refused before anything is written
+    resume = cfg.get("resume") or requeued_run(Path(cfg.output_dir))
+    protocol.check_resume(resume)  # a bad resume= is refused before anything is written
     for callback in callbacks:  # method/model compatibility, before anything is written
         if hasattr(callback, "check_model"):
             callback.check_model(model)
@@ -103,7 +120,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # processes started by SLURM / torchrun each run this app
-        (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     def make_trainer(run_dir: Path, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
         """A fresh Trainer whose callbacks and logger write below ``run_dir``."""
@@ -113,7 +130,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger = build(sub.logger) if sub.get("logger") else False
         return build(sub.trainer, callbacks=[*build_callbacks(sub), *extra_callbacks], logger=logger)
 
-    final = protocol.run(make_trainer, module, datamodule, out_dir, resume=cfg.get("resume"))
+    final = protocol.run(make_trainer, module, datamodule, out_dir, resume=resume)
     if cfg.get("logger"):
         logger = build(cfg.logger)
         logger.log_hyperparams(hyperparameters(cfg), metrics={f"final/{k.split('/')[-1]}": v for k, v in final.items()})
@@ -150,12 +167,15 @@ def main(cfg: DictConfig) -> Any:
     try:
         final = train(cfg)
         value = objective(cfg, final)
+    except SIGTERMException:  # SaveOnSigterm wrote the checkpoint; 143 = 128 + SIGTERM, as if the signal had ended it
+        log.warning("stopped by SIGTERM: continue with resume=%s", cfg.output_dir)
+        sys.exit(143)
     except Exception as exc:
         clear = isinstance(exc, SparseLabError)
         message = f"sparse_lab: error: {exc}" if clear else traceback.format_exc()
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "error.txt").write_text(message + "\n")
+        atomic_write_text(out_dir / "error.txt", message + "\n")
         if multirun:  # one failing job does not stop the sweep; FailureSummary reports it at the end
             log.error("job failed (%s), the sweep goes on:\n%s", out_dir, message)
             return None
@@ -166,10 +186,58 @@ def main(cfg: DictConfig) -> Any:
     return value
 
 
+# Hydra plugins that a config group option needs: (group, option) -> (plugin module, pip package).
+PLUGINS: dict[tuple[str, str], tuple[str, str]] = {
+    **{("hydra/launcher", o): ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")
+       for o in ("slurm", "submitit_slurm", "submitit_local")},
+    ("hydra/launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+    ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
+}
+
+
+def _chosen(argv: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(group, option, where) of the Hydra plugin groups that ``argv`` and the experiment it picks choose."""
+    chosen = []
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key in ("hydra/launcher", "hydra/sweeper"):
+            chosen.append((key, value, arg))
+        elif key == "experiment" and value:
+            preset = Path(CONFIG_DIR) / "experiment" / f"{value}.yaml"
+            text = preset.read_text() if preset.is_file() else ""
+            for group in ("hydra/launcher", "hydra/sweeper"):
+                for line in text.splitlines():
+                    if line.strip().replace("/hydra/", "hydra/").startswith(f"- override {group}:"):
+                        chosen.append((group, line.split(":", 1)[1].strip(), f"{arg} (it sets {group})"))
+    return chosen
+
+
+def plugin_problems(argv: Sequence[str]) -> list[str]:
+    """A line for every Hydra plugin that the command line asks for and that is not installed."""
+    import importlib.util
+
+    problems = []
+    for group, option, where in _chosen(argv):
+        module, package = PLUGINS.get((group, option), (None, None))
+        if module is not None and importlib.util.find_spec(module) is None:
+            problems.append(f"{where} needs the Hydra plugin {package}, which is not installed: "
+                            f'pip install -e ".[cluster]" (or pip install {package})')
+    return problems
+
+
+def run_cli() -> None:
+    """``python -m sparse_lab``: refuses a missing Hydra plugin with one line (exit 2), then runs :func:`main`."""
+    problems = plugin_problems(sys.argv[1:])
+    if problems:
+        print("\n".join(f"sparse_lab: error: {p}" for p in problems), file=sys.stderr)
+        sys.exit(2)
+    main()
+
+
 def cli() -> None:
     """The ``sparse-lab`` console script: ``sparse-lab report DIR ...`` makes a report, anything else runs."""
     if len(sys.argv) > 1 and sys.argv[1] == "report":
         from sparse_lab.report.__main__ import main as report_main
 
         sys.exit(report_main(sys.argv[2:]))
-    main()
+    run_cli()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import os
+import typing
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -12,16 +16,33 @@ from sparse_lab.errors import ConfigError
 Check = Callable[[Any], bool]
 
 
+def is_int(v: Any, minimum: int = 0) -> bool:
+    """An int (not a bool) >= ``minimum``."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+def is_number(v: Any, low: float = -math.inf, high: float = math.inf, open_low: bool = False) -> bool:
+    """A finite int or float (not a bool) in ``[low, high]`` (``(low, high]`` with ``open_low``)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        return False
+    return (v > low if open_low else v >= low) and v <= high
+
+
 def _int(minimum: int) -> Check:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+    return lambda v: is_int(v, minimum)
 
 
 def _positive_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+    return is_number(v, 0, open_low=True)
 
 
 def _fraction(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
+    return is_number(v, 0) and v < 1
+
+
+def _numbers(check: Check, allow_none: bool = True) -> Check:
+    """null (with ``allow_none``) or a list of values that pass ``check``."""
+    return lambda v: (allow_none and v is None) or (isinstance(v, (list, ListConfig)) and len(v) > 0 and all(check(x) for x in v))
 
 
 def _choice(*allowed: str) -> Check:
@@ -45,18 +66,21 @@ RULES: list[tuple[str, Check, str]] = [
     ("seed", _int(0), "a non-negative integer"),
     ("epochs", _int(1), "an integer >= 1"),
     ("batch_size", _int(1), "an integer >= 1"),
-    ("lr", _positive_number, "a number > 0 (e.g. lr=1e-3)"),
+    ("lr", _positive_number, "a number > 0, finite (e.g. lr=1e-3)"),
     ("paths", _int(1), "a positive integer (random walks per batch)"),
     ("sparsity", _fraction, "a number in [0, 1)"),
     ("rw_backward", _choice("dense", "rows"), "one of: dense, rows"),
     ("mask.shuffle", lambda v: v in (None, "layer"), "null or layer"),
-    ("target_acc", lambda v: v is None or (isinstance(v, (int, float)) and 0 < v <= 1), "null or an accuracy in (0, 1]"),
+    ("target_acc", lambda v: v is None or is_number(v, 0, 1, open_low=True), "null or an accuracy in (0, 1]"),
     ("resume", lambda v: v is None or isinstance(v, str), "a run dir or a .ckpt path"),
     ("flush_denormal", lambda v: isinstance(v, bool), "true or false"),
     ("compile", lambda v: isinstance(v, bool), "true or false"),
     ("compile_backend", lambda v: isinstance(v, str) and bool(v), "a torch.compile backend, e.g. inductor, aot_eager"),
     ("objective", _objective, "a final metric name (e.g. test/acc) or a node with _target_ and _partial_: true"),
     ("objective.direction", _choice("minimize", "maximize"), "one of: minimize, maximize"),
+    ("objective.at_least", lambda v: is_number(v), "a finite number (the metric's floor, e.g. target_acc=0.95)"),
+    ("objective.worst", lambda v: is_number(v), "a finite number (the value of a run that misses the floor)"),
+    ("objective.scale", lambda v: is_number(v, 0), "a finite number >= 0"),
     ("data.val_size", _int(0), "an integer >= 0 (0 trains on the whole training split)"),
     ("data.eval_batch_size", _int(1), "an integer >= 1"),
     ("data.split_seed", _int(0), "a non-negative integer"),
@@ -73,11 +97,32 @@ RULES: list[tuple[str, Check, str]] = [
     ("method.module.epoch_eval_runs", _int(1), "an integer >= 1 (stochastic inference runs per epoch)"),
     ("method.module.order", _choice("batch", "block"), "one of: batch, block"),
     ("model.steps", _int(1), "an integer >= 1 (NoProp blocks)"),
-    ("model.width", _positive_number, "a number > 0 (1.0 = the paper's block widths)"),
+    ("model.width", _positive_number, "a finite number > 0 (NoProp: 1.0 = the paper's block widths; ResNet: 64 = the reference)"),
     ("model.embedding", _choice("onehot", "learned"), "one of: onehot, learned"),
     ("model.inference", _choice("renoise", "chain"), "one of: renoise, chain"),
     ("model.padding", _int(0), "an integer >= 0 (the encoder's 3x3 convolutions)"),
     ("model.init", _choice("torch", "glorot_uniform", "glorot_normal"), "one of: torch, glorot_uniform, glorot_normal"),
+    ("model.features", _int(1), "an integer >= 1"),
+    ("model.embedding_dim", lambda v: v is None or is_int(v, 1), "null or an integer >= 1"),
+    ("model.dropout", _fraction, "a number in [0, 1)"),
+    ("model.schedule_offset", _positive_number, "a finite number > 0 (0.008 in the paper)"),
+    ("model.eta", lambda v: is_number(v, 0), "a finite number >= 0"),
+    ("model.alpha_start", lambda v: is_number(v, 0, 1, open_low=True), "a number in (0, 1]"),
+    ("model.alpha_end", lambda v: is_number(v, 0, 1, open_low=True), "a number in (0, 1]"),
+    ("data.train_size", _int(1), "an integer >= 1 (synthetic training samples)"),
+    ("data.test_size", _int(1), "an integer >= 1 (synthetic test samples)"),
+    ("data.num_classes", _int(2), "an integer >= 2"),
+    ("data.noise", lambda v: is_number(v, 0), "a finite number >= 0"),
+    ("data.data_seed", _int(0), "a non-negative integer"),
+    ("data.shape", lambda v: isinstance(v, (list, ListConfig)) and len(v) == 3 and all(is_int(x, 1) for x in v),
+     "[channels, height, width], positive integers, e.g. data.shape=[1,28,28]"),
+    ("data.mean", _numbers(is_number), "null or a list of finite numbers, one per channel"),
+    ("data.std", _numbers(_positive_number), "null or a list of finite numbers > 0, one per channel"),
+    ("method.module.optimizer.weight_decay", lambda v: is_number(v, 0), "a finite number >= 0"),
+    ("method.callbacks.update_stats.changed_every_n_steps", _int(1), "an integer >= 1"),
+    ("method.callbacks.pruning_schedule.scope", _choice("global", "layer"), "one of: global, layer"),
+    ("trainer.log_every_n_steps", _int(1), "an integer >= 1"),
+    ("callbacks.progress_bar.refresh_interval_s", _positive_number, "a finite number > 0 (seconds)"),
 ]
 
 # Models that only their own methods can train: model target -> (model option, method options by target).
@@ -110,6 +155,214 @@ def _compatibility(cfg: DictConfig) -> list[str]:
     return []
 
 
+def _protocol(cfg: DictConfig) -> list[str]:
+    """The protocol's own checks (its constructor's, one problem a line), named by their config path."""
+    node = OmegaConf.select(cfg, "method.protocol")
+    if node is None:
+        return []
+    from sparse_lab.app import build  # app imports this module
+
+    try:
+        protocol = build(node)
+    except ConfigError as exc:
+        return [f"method.protocol.{line.strip()}" for line in str(exc).splitlines() if line.strip()]
+    except Exception as exc:  # an unknown option, a wrong type
+        return [f"method.protocol: {exc}".splitlines()[0]]
+    problems = []
+    if getattr(protocol, "target", None) is not None and getattr(protocol, "monitor", "").startswith("test/"):
+        if OmegaConf.select(cfg, "data.test_each_epoch") is False:
+            problems.append(
+                f"method.protocol.target={protocol.target} stops rounds when {protocol.monitor} reaches it, which needs "
+                "data.test_each_epoch=true (or target_acc=null: every round trains for round_epoch_cap epochs)"
+            )
+    rewind = getattr(protocol, "rewind_step", 0)
+    steps = _train_steps(cfg)
+    if rewind and steps is not None and rewind >= steps:
+        problems.append(
+            f"method.protocol.rewind_step={rewind} is past the end of round 0 ({steps} steps: epochs x batches): "
+            f"use a rewind_step < {steps}"
+        )
+    return problems
+
+
+def _accelerators() -> set[str]:
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    return {*AcceleratorRegistry.available_accelerators(), "gpu", "auto"}
+
+
+def _precisions() -> set[str]:
+    from lightning.fabric.connector import _PRECISION_INPUT
+
+    def flat(t: Any) -> list[Any]:
+        args = typing.get_args(t)
+        return [x for a in args for x in flat(a)] if args else [t]
+
+    return {str(p) for p in flat(_PRECISION_INPUT)}
+
+
+def _hardware(cfg: DictConfig) -> list[str]:
+    """The accelerator, device count and precision the trainer asks for exist here."""
+    import torch
+
+    trainer = cfg.get("trainer") or {}
+    accelerator, devices, precision = trainer.get("accelerator", "auto"), trainer.get("devices", "auto"), trainer.get("precision")
+    problems = []
+    if isinstance(accelerator, str):
+        if accelerator not in _accelerators():
+            problems.append(f"trainer.accelerator={accelerator!r} is invalid: it must be one of: {', '.join(sorted(_accelerators()))}")
+        elif accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            problems.append(
+                f"trainer.accelerator={accelerator} needs a CUDA GPU and torch sees none on this machine: "
+                "use hardware=cpu (or hardware=ddp_cpu), or hardware=auto, which takes the GPU when there is one"
+            )
+        elif accelerator in ("gpu", "cuda") and is_int(devices, 1) and devices > torch.cuda.device_count():
+            problems.append(
+                f"trainer.devices={devices} asks for more GPUs than the {torch.cuda.device_count()} visible here: "
+                "use trainer.devices=-1 (all of them) or a smaller number"
+            )
+        elif accelerator == "mps" and not torch.backends.mps.is_available():
+            problems.append("trainer.accelerator=mps needs Apple's MPS backend, which is not available here: use hardware=cpu")
+    if not (devices in ("auto", -1) or is_int(devices, 1) or isinstance(devices, (list, ListConfig))):
+        problems.append(f"trainer.devices={devices!r} is invalid: it must be an integer >= 1, -1 (all) or auto")
+    if precision is not None and str(precision) not in _precisions():
+        problems.append(
+            f"trainer.precision={precision!r} is invalid: it must be one of: 32-true, bf16-mixed, 16-mixed, bf16-true, 16-true, 64-true"
+        )
+    elif str(precision) in ("16-mixed", "16") and (accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())):
+        problems.append(f"trainer.precision={precision} needs a GPU: on the CPU use trainer.precision=bf16-mixed or 32-true")
+    return problems
+
+
+def _data_target(cfg: DictConfig) -> Any:
+    from hydra.utils import get_class
+
+    try:
+        return get_class(OmegaConf.select(cfg, "data._target_"))
+    except Exception:
+        return None
+
+
+def _train_split(cfg: DictConfig) -> int | None:
+    """Samples in the data set's training split (before the validation split), if known before loading."""
+    size = OmegaConf.select(cfg, "data.train_size")
+    return size if is_int(size, 1) else getattr(_data_target(cfg), "train_samples", None)
+
+
+def _train_steps(cfg: DictConfig) -> int | None:
+    """Optimizer steps of ``epochs`` epochs (None when the data size is not known before loading)."""
+    split, val = _train_split(cfg), OmegaConf.select(cfg, "data.val_size") or 0
+    batch, epochs, limit = cfg.get("batch_size"), cfg.get("epochs"), OmegaConf.select(cfg, "trainer.limit_train_batches")
+    if split is None or not (is_int(batch, 1) and is_int(epochs, 1) and is_int(val, 0)) or split <= val:
+        return None
+    batches = math.ceil((split - val) / batch)
+    if is_int(limit, 1):
+        batches = min(batches, limit)
+    return epochs * batches
+
+
+def _data_size(cfg: DictConfig) -> list[str]:
+    """The validation split leaves training samples, and a batch is not larger than the training set."""
+    split, val, batch = _train_split(cfg), OmegaConf.select(cfg, "data.val_size"), cfg.get("batch_size")
+    if split is None or not is_int(val, 0) or not is_int(batch, 1):
+        return []
+    if val >= split:
+        return [f"data.val_size={val} leaves no training samples (the training split has {split}): use data.val_size < {split}"]
+    if batch > split - val:
+        return [
+            f"batch_size={batch} is larger than the training set ({split - val} samples): it would train on one batch an "
+            f"epoch; use batch_size <= {split - val}"
+        ]
+    return []
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def memory_limit() -> int:
+    """This machine's physical memory in bytes (``SPARSE_LAB_MEMORY_GB`` overrides it)."""
+    if os.environ.get("SPARSE_LAB_MEMORY_GB"):
+        return int(float(os.environ["SPARSE_LAB_MEMORY_GB"]) * 2**30)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _model_footprint(cfg: DictConfig, shape: tuple[int, ...], classes: int) -> tuple[int, int | None, int] | None:
+    """(parameters, activations per sample, Linear layers) of ``cfg.model`` built on the meta device (no
+    memory used); activations are None when a plain forward pass of images cannot be traced."""
+    import torch
+    from hydra.utils import instantiate
+    from torch import nn
+
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zero-size layers on the meta device
+            model = instantiate(cfg.model, input_shape=shape, num_classes=classes)
+    except Exception:
+        return None
+    params = sum(p.numel() for p in model.parameters())
+    linears = sum(isinstance(m, nn.Linear) for m in model.modules())
+    outputs: list[int] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: outputs.append(o.numel() if isinstance(o, torch.Tensor) else 0))
+             for m in model.modules() if not list(m.children())]
+    try:
+        model(torch.empty(1, *shape, device="meta"))
+        activations: int | None = sum(outputs) + math.prod(shape)
+    except Exception:
+        activations = None
+    for hook in hooks:
+        hook.remove()
+    return params, activations, linears
+
+
+def _memory(cfg: DictConfig) -> list[str]:
+    """Options whose memory grows with their value, against an estimate of what they need (float32)."""
+    data = _data_target(cfg)
+    shape = OmegaConf.select(cfg, "data.shape") or getattr(data, "input_shape", None)
+    classes = OmegaConf.select(cfg, "data.num_classes") or getattr(data, "num_classes", None)
+    if shape is None or not is_int(classes, 2) or not all(is_int(x, 1) for x in shape):
+        return []
+    shape = tuple(shape)
+    footprint = _model_footprint(cfg, shape, classes)
+    needs: list[tuple[str, float, str]] = []  # (option, bytes, how)
+    if footprint is not None:
+        params, activations, linears = footprint
+        widths = [f"model.{k}={OmegaConf.select(cfg, 'model.' + k)}" for k in ("hidden", "channels", "width", "features", "steps")
+                  if OmegaConf.select(cfg, "model." + k) is not None]
+        needs.append((", ".join(widths) or "model", params * 16.0, f"{params:,} parameters x 16 B: weights, gradients, Adam's two moments"))
+        if activations is not None:
+            for key, factor in (("batch_size", 8), ("data.eval_batch_size", 4)):
+                n = OmegaConf.select(cfg, key)
+                if is_int(n, 1):
+                    needs.append((f"{key}={n}", n * activations * float(factor),
+                                  f"{activations:,} activations a sample x {factor} B"))
+        paths = OmegaConf.select(cfg, "method.callbacks.gradient_mask.sampler.paths")
+        if is_int(paths, 1):
+            needs.append((f"paths={paths}", paths * linears * 64.0, f"one step's walk: 64 B per path and layer x {linears} Linear layers"))
+    samples = [OmegaConf.select(cfg, k) for k in ("data.train_size", "data.test_size")]
+    if all(is_int(n, 1) for n in samples):
+        needs.append((f"data.train_size={samples[0]}, data.test_size={samples[1]}", sum(samples) * math.prod(shape) * 9.0,
+                      "9 B a pixel while the synthetic images are drawn"))
+    for key in ("method.module.eval_runs", "method.module.epoch_eval_runs"):
+        runs, batch = OmegaConf.select(cfg, key), OmegaConf.select(cfg, "data.eval_batch_size")
+        if is_int(runs, 1) and is_int(batch, 1):
+            needs.append((f"{key}={runs}", runs * batch * classes * 8.0, f"{classes} class scores of each run for a batch of {batch}"))
+    limit = memory_limit()
+    problems = [
+        f"{option} needs about {_bytes(need)} ({how}), more than this machine's {_bytes(limit)} of memory: use a smaller value"
+        for option, need, how in needs if need > limit
+    ]
+    total = sum(need for _, need, _ in needs)
+    if not problems and total > limit:
+        parts = ", ".join(f"{option}: {_bytes(need)}" for option, need, _ in needs)
+        problems.append(f"the run needs about {_bytes(total)} ({parts}), more than this machine's {_bytes(limit)} of memory: use smaller values")
+    return problems
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming every invalid value, before any training or writing."""
     problems = []
@@ -128,5 +381,8 @@ def validate(cfg: DictConfig) -> None:
         # would keep the rows it saw when it was traced.
         problems.append("compile=true cannot be combined with rw_backward=rows: use rw_backward=dense or compile=false")
     problems += _compatibility(cfg)
+    problems += _protocol(cfg)
+    problems += _hardware(cfg)
+    problems += _data_size(cfg) or _memory(cfg)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

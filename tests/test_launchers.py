@@ -95,6 +95,7 @@ def test_slurm_launcher_defaults(tmp_path: Path) -> None:
     assert params["partition"] is None  # the cluster's default partition
     assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (1, 1, 1)
     assert params["timeout_min"] == 60 and params["name"] == "sparse_lab"
+    assert params["signal_delay_s"] == 120 and params["max_num_timeout"] == 3  # requeued on time limits too
 
 
 def test_submitit_local_launcher(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from sparse_lab.callbacks.dynamic_sparsity import DynamicSparsity
 from sparse_lab.callbacks.gradient_mask import RandomWalkGradientMask
 from sparse_lab.callbacks.masking import MaskEnforcer, inner_model
 from sparse_lab.callbacks.metrics_json import MetricsJSONWriter, peak_memory_mb
+from sparse_lab.callbacks.preemption import SaveOnSigterm
 from sparse_lab.callbacks.progress_bar import TimedProgressBar
 from sparse_lab.callbacks.pruner import Pruner
 from sparse_lab.callbacks.update_stats import UpdateStats
@@ -15,6 +16,7 @@ __all__ = [
     "MaskEnforcer",
     "Pruner",
     "RandomWalkGradientMask",
+    "SaveOnSigterm",
     "TimedProgressBar",
     "UpdateStats",
     "WeightStatistics",

@@ -13,6 +13,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from sparse_lab.atomic import atomic_write_text
 
 
 def _cuda_in_use() -> bool:
@@ -42,8 +45,8 @@ class MetricsJSONWriter(Callback):
 
     One row per training epoch (train and per-epoch eval metrics, train and epoch wall time,
     peak memory: ``peak_rss_mb`` of the process; on a GPU ``train_peak_cuda_mb``, the epoch's
-    training alone, and ``peak_cuda_mb``, the epoch with its evaluation); ``test`` holds the final test metrics; ``status`` is ``running``, ``completed``
-    or ``failed`` (with the error). The file is replaced atomically on every write.
+    training alone, and ``peak_cuda_mb``, the epoch with its evaluation); ``test`` holds the final test metrics; ``status`` is
+    ``running``, ``completed``, ``failed`` (with the error) or ``interrupted`` (SIGTERM). The file is replaced atomically on every write.
 
     Data parallel: every metric it records is already reduced over ranks (torchmetrics sync on
     compute), and only global rank 0 writes. Under ``ddp_spawn`` each ``fit``/``test`` runs in fresh
@@ -57,6 +60,7 @@ class MetricsJSONWriter(Callback):
         self.record: dict[str, Any] = {"status": "running", "epochs": [], "test": None}
         self._t_fit = self._t_epoch = 0.0
         self._train_time: float | None = None
+        self._train_peak: dict[str, float] = {}
         self._pending: dict[str, Any] | None = None
         self._trainer: L.Trainer | None = None
 
@@ -90,13 +94,10 @@ class MetricsJSONWriter(Callback):
         """Replace the file with the record (global rank 0 only)."""
         if self._trainer is not None and not self._trainer.is_global_zero:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.record, indent=2))
-        tmp.replace(self.path)
+        atomic_write_text(self.path, json.dumps(self.record, indent=2))
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t_fit = time.perf_counter()
+        self._t_fit = self._t_epoch = time.perf_counter()  # a fit resumed within an epoch starts no epoch
         self.record["status"] = "running"
         self.write()
 
@@ -106,7 +107,7 @@ class MetricsJSONWriter(Callback):
             torch.cuda.reset_peak_memory_stats()
         self._t_epoch = time.perf_counter()
         self._train_time = None
-        self._train_peak: dict[str, float] = {}
+        self._train_peak = {}
 
     def _end_training_phase(self) -> None:
         self._train_time = time.perf_counter() - self._t_epoch
@@ -156,6 +157,7 @@ class MetricsJSONWriter(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._flush_epoch(trainer)
-        self.record["status"] = "failed"
+        # SIGTERM (preemption) stops a run that resume= continues: not a failure of the run itself
+        self.record["status"] = "interrupted" if isinstance(exception, SIGTERMException) else "failed"
         self.record["error"] = f"{type(exception).__name__}: {exception}"
         self.write()

@@ -30,6 +30,7 @@ class UpdateStats(Callback):
         self.log_every_n_steps = log_every_n_steps
         self.changed_every_n_steps = changed_every_n_steps
         self.cumulative = 0.0
+        self._restored: dict[str, Any] | None = None  # the epoch so far, from a checkpoint written within it
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Not in setup: Lightning moves the module to its device between setup and on_fit_start.
@@ -44,13 +45,20 @@ class UpdateStats(Callback):
         self.layer_sizes.index_add_(0, self.layer_index, self.sizes)
         self.n_params = float(self.sizes.sum())
         self._before = [torch.empty_like(p) for p in self.params] if self.changed_every_n_steps else []
+        self._start_epoch(self._restored)  # Lightning resuming within an epoch starts no epoch
+        self._restored = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_epoch()
+
+    def _start_epoch(self, so_far: dict[str, Any] | None = None) -> None:
+        """Zero the epoch's counts, or set them to ``so_far`` (a checkpoint's)."""
         device = self.params[0].device
-        self._nonzero = torch.zeros(len(self.params), dtype=torch.float64, device=device)
-        self._changed = torch.zeros((), dtype=torch.float64, device=device)
-        self._steps = 0
-        self._changed_steps = 0
+        so_far = so_far or {}
+        self._nonzero = so_far.get("nonzero", torch.zeros(len(self.params), dtype=torch.float64)).to(device)
+        self._changed = so_far.get("changed", torch.zeros((), dtype=torch.float64)).to(device)
+        self._steps = so_far.get("steps", 0)
+        self._changed_steps = so_far.get("changed_steps", 0)
         self._track_step = False
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
@@ -93,7 +101,12 @@ class UpdateStats(Callback):
         return values
 
     def state_dict(self) -> dict[str, Any]:
-        return {"cumulative": self.cumulative}
+        state: dict[str, Any] = {"cumulative": self.cumulative}
+        if hasattr(self, "_steps"):
+            state["epoch"] = {"nonzero": self._nonzero.cpu(), "changed": self._changed.cpu(), "steps": self._steps,
+                              "changed_steps": self._changed_steps}
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.cumulative = state_dict["cumulative"]
+        self._restored = state_dict.get("epoch")

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from sparse_lab.atomic import atomic_write_text
 from sparse_lab.callbacks.masking import inner_model
 from sparse_lab.plots import decorate, new_axes, save
 from sparse_lab.sparsity import prunable_parameters
@@ -36,7 +37,7 @@ class WeightStatistics(Callback):
         weights = [p.detach() for p in prunable_parameters(inner_model(pl_module)).values()]
         stats = weight_statistics(weights)
         out = Path(trainer.default_root_dir)
-        (out / "weight_stats.json").write_text(json.dumps(stats, indent=2))
+        atomic_write_text(out / "weight_stats.json", json.dumps(stats, indent=2))
         flat = torch.cat([w.reshape(-1) for w in weights]).cpu()
         self._histogram(flat, stats, out, trainer)
 

@@ -130,6 +130,8 @@ class TensorBatchLoader:
         self.drop_last = drop_last
         self.sampler = EpochPermutation(len(images), seed, shuffle, num_replicas, rank, uneven)
         self.batch_sampler = None  # Lightning inspects DataLoader-like attributes
+        self._served = 0  # batches of the current pass handed out (a checkpoint's position in the epoch)
+        self._skip = 0  # batches the next pass skips: a resumed mid-epoch checkpoint's position
         self._equal_split = False  # cut the shard into len(self) near-equal batches
         if uneven == "split" and num_replicas > 1:
             if drop_last:
@@ -159,14 +161,29 @@ class TensorBatchLoader:
             return [(end - size, end) for size, end in zip(sizes, ends)]
         return [(i * bs, min((i + 1) * bs, n)) for i in range(len(self))]
 
+    def state_dict(self) -> dict[str, int]:
+        """Where the current pass stands; Lightning saves it in a checkpoint written within an epoch."""
+        return {"epoch": self.sampler.epoch, "served": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """The next pass starts after the batches a checkpoint's pass had taken (Lightning calls this
+        only when it resumes within an epoch)."""
+        self._skip = state["served"] if 0 < state["served"] < len(self) else 0
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        self._served, self._skip = self._skip, 0
+        for batch in self._batches(self._served):
+            self._served += 1
+            yield batch
+
+    def _batches(self, skip: int) -> Iterator[tuple[Tensor, Tensor]]:
         sampler = self.sampler
         if not sampler.shuffle and (sampler.num_replicas == 1 or sampler.uneven == "split"):
             offset = sampler.shard_bounds()[0] if sampler.num_replicas > 1 else 0
-            for start, end in self._bounds():  # contiguous views, no copy
+            for start, end in self._bounds()[skip:]:  # contiguous views, no copy
                 yield self.images[offset + start : offset + end], self.labels[offset + start : offset + end]
             return
         order = sampler.indices(self.images.device)
-        for start, end in self._bounds():
+        for start, end in self._bounds()[skip:]:
             idx = order[start:end]
             yield self.images[idx], self.labels[idx]

@@ -161,6 +161,7 @@ class MNISTDataModule(TorchvisionDataModule):
     """MNIST: 60,000 train / 10,000 test, 1x28x28."""
 
     dataset_cls = datasets.MNIST
+    train_samples = 60_000  # the training split, known before loading (config checks)
     input_shape = (1, 28, 28)
     num_classes = 10
     mean = (0.1307,)
@@ -183,6 +184,7 @@ class CIFAR10DataModule(TorchvisionDataModule):
     """CIFAR-10: 50,000 train / 10,000 test, 3x32x32; optional crop+flip augmentation on device."""
 
     dataset_cls = datasets.CIFAR10
+    train_samples = 50_000
     input_shape = (3, 32, 32)
     num_classes = 10
     mean = (0.4914, 0.4822, 0.4465)

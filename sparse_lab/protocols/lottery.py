@@ -13,13 +13,15 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
+from sparse_lab.atomic import atomic_torch_save, atomic_write_text
 from sparse_lab.errors import ConfigError
 from sparse_lab.plots import decorate, new_axes, save
 from sparse_lab.protocols.train import Train, TrainerFactory, fit_and_test
 from sparse_lab.callbacks.masking import MaskEnforcer, inner_model
 from sparse_lab.sparsity import MaskSet, keep_above_percentile, scores
-from sparse_lab.sparsity.select import shuffle_within_layers
 from sparse_lab.sparsity.legacy import masks_by_name
+from sparse_lab.sparsity.select import shuffle_within_layers
+from sparse_lab.validation import is_int, is_number
 
 
 class _Snapshot(L.Callback):
@@ -39,7 +41,7 @@ class _Snapshot(L.Callback):
             self.state = {n: p.detach().clone() for n, p in inner_model(pl_module).named_parameters()}
             if trainer.is_global_zero:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({k: v.cpu() for k, v in self.state.items()}, self.path)
+                atomic_torch_save({k: v.cpu() for k, v in self.state.items()}, self.path)
 
     def result(self) -> dict[str, Tensor] | None:
         """The snapshot, from this process or from the file the fit's processes wrote."""
@@ -50,14 +52,14 @@ class _Snapshot(L.Callback):
 
 @rank_zero_only
 def _save(obj: Any, path: Path) -> None:
-    """``torch.save`` on global rank 0 only (every rank holds the same weights and masks)."""
-    torch.save(obj, path)
+    """``torch.save`` on global rank 0 only (every rank holds the same weights and masks), atomically."""
+    atomic_torch_save(obj, path)
 
 
 @rank_zero_only
 def _write_json(obj: Any, path: Path) -> None:
-    """Write ``obj`` as JSON on global rank 0 only."""
-    path.write_text(json.dumps(obj, indent=2))
+    """Write ``obj`` as JSON on global rank 0 only, atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 def reinitialize(model: nn.Module) -> None:
@@ -110,13 +112,23 @@ class LotteryTicket(Train):
         rewind_step: int = 0,
         final_sparsity: float | None = None,
     ) -> None:
-        if rounds < 1 or not 0 < prune_percent < 100 or round_epoch_cap < 1:
-            raise ConfigError("lottery needs rounds >= 1, 0 < prune_percent < 100 and round_epoch_cap >= 1")
-        if control not in (True, False, "reinit", "shuffle"):
-            raise ConfigError(f"method.protocol.control={control!r} is not one of true, false, reinit, shuffle")
+        checks = [
+            ("rounds", rounds, is_int(rounds, 1), "an integer >= 1"),
+            ("prune_percent", prune_percent, is_number(prune_percent, 0, 100, open_low=True) and prune_percent < 100, "a number in (0, 100)"),
+            ("target", target, target is None or is_number(target, 0, 1, open_low=True), "null or an accuracy in (0, 1]"),
+            ("round_epoch_cap", round_epoch_cap, is_int(round_epoch_cap, 1), "an integer >= 1"),
+            ("control_seed", control_seed, is_int(control_seed, 0), "a non-negative integer"),
+            ("rewind_step", rewind_step, is_int(rewind_step, 0), "an integer >= 0 (0: rewind to theta_0)"),
+            ("stop_on_miss", stop_on_miss, isinstance(stop_on_miss, bool), "true or false"),
+            ("control", control, control in (True, False, "reinit", "shuffle"), "true, false, reinit or shuffle"),
+            ("final_sparsity", final_sparsity, final_sparsity is None or (is_number(final_sparsity, 0, 1, open_low=True)
+                                                                       and final_sparsity < 1 and is_int(rounds, 2)),
+             "null or a number in (0, 1), with rounds >= 2"),
+        ]
+        problems = [f"{name}={value!r} is invalid: it must be {valid}" for name, value, ok, valid in checks if not ok]
+        if problems:
+            raise ConfigError("\n".join(problems))
         if final_sparsity is not None:
-            if not 0 < final_sparsity < 1 or rounds < 2:
-                raise ConfigError("method.protocol.final_sparsity needs a value in (0, 1) and rounds >= 2")
             prune_percent = 100 * (1 - (1 - final_sparsity) ** (1 / (rounds - 1)))
         self.rounds = rounds
         self.prune_percent = prune_percent
@@ -223,8 +235,8 @@ class LotteryTicket(Train):
         winner = (winners or state["rounds"])[-1]
         if self.control and winner["round"] > 0:
             winning = round_masks.get(winner["round"])
-            if winning is None:  # a round of the run this one resumed
-                saved = torch.load(out_dir / f"round_{winner['round']:02d}" / "ticket.pt")["masks"]
+            if winning is None:  # a round of the run this one resumed: its ticket is in that run's dir
+                saved = torch.load(Path(resume) / f"round_{winner['round']:02d}" / "ticket.pt")["masks"]
                 winning = masks_by_name(saved, masks.params)
             if self.control == "shuffle":
                 masks.set(shuffle_within_layers(winning, torch.Generator().manual_seed(self.control_seed)))

@@ -8,9 +8,11 @@ from pathlib import Path
 import lightning as L
 
 from sparse_lab.callbacks.metrics_json import MetricsJSONWriter
+from sparse_lab.errors import ConfigError
 from sparse_lab.plots import decorate, new_axes, save
 from sparse_lab.protocols.train import TrainerFactory, Train, find_callback, fit_and_test, resume_checkpoint
 from sparse_lab.sparsity import MaskSet, keep_above_percentile, scores
+from sparse_lab.validation import is_number
 
 
 class OneShotPruning(Train):
@@ -23,6 +25,13 @@ class OneShotPruning(Train):
     """
 
     def __init__(self, percents: Sequence[float] = tuple(range(0, 100, 10)), target: float | None = None) -> None:
+        problems = []
+        if isinstance(percents, (str, bytes)) or not percents or not all(is_number(p, 0, 100) for p in percents):
+            problems.append(f"percents={percents!r} is invalid: it must be a non-empty list of numbers in [0, 100]")
+        if target is not None and not is_number(target, 0, 1, open_low=True):
+            problems.append(f"target={target!r} is invalid: it must be null or an accuracy in (0, 1]")
+        if problems:
+            raise ConfigError("\n".join(problems))
         self.percents = list(percents)
         self.target = target
 

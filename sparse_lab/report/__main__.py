@@ -2,7 +2,8 @@
 
 Writes ``report.md`` (the table; with ``--reference``, reference values, deltas and the cells
 outside tolerance), ``report.csv``, PNG figures, and the figures as TensorBoard images under
-``DIR/report/tb``. Runs that failed or are still running are listed, never fatal.
+``DIR/report/tb``. Runs that failed or are still running are listed, never fatal; exit code 1 when
+no run has any result (nothing was reported), 2 when ``DIR`` is not a folder.
 """
 
 from __future__ import annotations
@@ -98,9 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, help="accuracy target drawn on accuracy-vs-sparsity figures")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
+    if not args.dir.is_dir():
+        print(f"sparse_lab.report: error: {args.dir} is not a folder: give a run or multirun dir", file=sys.stderr)
+        return 2
     runs = find_runs(args.dir)
     if not runs:
         print(f"no runs found under {args.dir}", file=sys.stderr)
+        return 1
+    if not any(run.metrics.get("epochs") or run.metrics.get("test") for run in runs):
+        statuses = ", ".join(f"{run.path.name}: {run.status}" for run in runs)
+        print(f"no run under {args.dir} has results to report ({statuses})", file=sys.stderr)
         return 1
     keys, rows = aggregate(runs)
     out = args.dir / "report"
