@@ -1,0 +1,40 @@
+"""numba kernels on first use, and the test of whether tensors can go to them."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+DTYPES = (torch.float32, torch.float64)
+
+
+@functools.cache
+def _kernels_or_none() -> ModuleType | None:
+    try:
+        from sparse_lab.sparsity.kernels import _numba
+    except ImportError:
+        return None
+    return _numba
+
+
+def compiled() -> ModuleType:
+    """The numba kernels module (:mod:`sparse_lab.sparsity.kernels._numba`)."""
+    kernels = _kernels_or_none()
+    if kernels is None:
+        raise RuntimeError("the compiled sparse kernels need numba: pip install numba")
+    return kernels
+
+
+def on_cpu(tensors: Sequence[Tensor]) -> bool:
+    """Whether the compiled kernels take these tensors: numba installed, all on the CPU, one
+    float32/float64 dtype."""
+    return (
+        all(t.device.type == "cpu" for t in tensors)
+        and len({t.dtype for t in tensors}) == 1
+        and tensors[0].dtype in DTYPES
+        and _kernels_or_none() is not None
+    )

@@ -1,0 +1,81 @@
+"""Inference through a chain of sparse Linear layers with ReLU between them, all layers in one
+compiled call (at batch 1 the per-layer Python and dispatch overhead would cost more than the
+arithmetic)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from sparse_lab.sparsity.kernels._load import compiled
+from sparse_lab.sparsity.kernels.sparse_linear import SparseLinear, _threads
+
+
+class SparseChain(nn.Module):
+    """``Flatten -> [SparseLinear -> ReLU] * (n - 1) -> SparseLinear``, for inference.
+
+    Where every layer takes the sparse kernels at the batch's size (:meth:`SparseLinear.uses_sparse_kernels`)
+    and no gradient is wanted, the whole chain runs in one compiled call over CSR copies of the
+    weights taken at construction (call :meth:`refresh` after changing the weights); otherwise
+    layer by layer, each layer choosing sparse or dense kernels itself.
+    """
+
+    def __init__(self, layers: Sequence[SparseLinear]) -> None:
+        super().__init__()
+        if any(a.out_features != b.in_features for a, b in zip(layers, layers[1:])):
+            raise ValueError("the layers do not form a chain")
+        self.layers = nn.ModuleList(layers)
+        self.refresh()
+
+    @classmethod
+    def from_linears(cls, linears: Sequence[nn.Linear]) -> SparseChain:
+        """The chain of ``linears`` (input to output), each masked where its weight is exactly zero."""
+        return cls([SparseLinear(lin.weight.detach().clone(), lin.weight.detach() != 0, _bias_copy(lin)) for lin in linears])
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Copy the layers' current weights into the fused kernel's CSR arrays."""
+        layers = list(self.layers)
+        widths = [layers[0].in_features] + [lay.out_features for lay in layers]
+        self._widths = torch.tensor(widths, dtype=torch.int64)
+        self._indptr = torch.cat([lay.csr_indptr for lay in layers])
+        self._indices = torch.cat([lay.csr_indices for lay in layers])
+        self._values = torch.cat([lay.weight.detach().cpu().reshape(-1)[lay.csr_positions] for lay in layers])
+        self._biases = torch.cat(
+            [lay.bias.detach().cpu() if lay.bias is not None else torch.zeros(lay.out_features) for lay in layers]
+        ).to(self._values.dtype)
+        self._row_starts = torch.tensor([0, *torch.tensor(widths[1:]).cumsum(0).tolist()], dtype=torch.int64)
+        self._nnz_starts = torch.tensor([0, *torch.tensor([lay.nnz for lay in layers]).cumsum(0).tolist()], dtype=torch.int64)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(1)
+        batch = x.shape[0]
+        fused = (
+            not (torch.is_grad_enabled() and (x.requires_grad or self.layers[0].weight.requires_grad))
+            and x.dtype == self._values.dtype
+            and all(lay.uses_sparse_kernels(batch) for lay in self.layers)
+        )
+        if not fused:
+            for i, layer in enumerate(self.layers):
+                x = layer(x)
+                if i < len(self.layers) - 1:
+                    x = torch.relu(x)
+            return x
+        x = x.contiguous()
+        out = torch.empty(batch, self.layers[-1].out_features, dtype=x.dtype)
+        args = (
+            self._indptr.numpy(), self._indices.numpy(), self._values.numpy(), self._biases.numpy(),
+            self._row_starts.numpy(), self._nnz_starts.numpy(), self._widths.numpy(),
+        )
+        chunks = min(batch, _threads(self._values.numel() * batch))
+        if chunks > 1:
+            compiled()._chain_forward_parallel(x.numpy(), *args, out.numpy(), chunks)
+        else:
+            compiled()._chain_forward(x.numpy(), *args, out.numpy())
+        return out
+
+
+def _bias_copy(linear: nn.Linear) -> Tensor | None:
+    return linear.bias.detach().clone() if linear.bias is not None else None
