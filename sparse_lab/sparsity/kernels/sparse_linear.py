@@ -108,11 +108,11 @@ class SparseLinear(nn.Module):
         """CSR of the mask (row pointers, column indices, flat positions in ``weight``) and CSR of its
         transpose, both int64 on the CPU."""
         rows, cols = mask.nonzero(as_tuple=True)
-        self.csr_indptr = _indptr(rows, self.out_features)
+        self.csr_indptr = row_pointers(rows, self.out_features)
         self.csr_indices = cols.contiguous()
         self.csr_positions = rows * self.in_features + cols
         cols_t, rows_t = mask.t().nonzero(as_tuple=True)  # sorted by column of the weight
-        self.csc_indptr = _indptr(cols_t, self.in_features)
+        self.csc_indptr = row_pointers(cols_t, self.in_features)
         self.csc_indices = rows_t.contiguous()
         self.csc_positions = rows_t * self.in_features + cols_t
 
@@ -140,7 +140,7 @@ class SparseLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, density={self.density:.4f}"
 
 
-def _indptr(sorted_rows: Tensor, n_rows: int) -> Tensor:
+def row_pointers(sorted_rows: Tensor, n_rows: int) -> Tensor:
     """CSR row pointers from the (sorted) row index of every stored entry."""
     counts = torch.bincount(sorted_rows, minlength=n_rows)
     return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
