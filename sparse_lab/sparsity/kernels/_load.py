@@ -29,6 +29,11 @@ def compiled() -> ModuleType:
     return kernels
 
 
+def available() -> bool:
+    """Whether numba can be imported (tried once)."""
+    return _kernels_or_none() is not None
+
+
 def on_cpu(tensors: Sequence[Tensor]) -> bool:
     """Whether the compiled kernels take these tensors: numba installed, all on the CPU, one
     float32/float64 dtype."""

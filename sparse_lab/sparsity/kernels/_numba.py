@@ -37,17 +37,45 @@ def _edge_grads(delta: np.ndarray, inputs: np.ndarray, rows: np.ndarray, cols: n
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
+def _accumulate_row(acc: np.ndarray, indices: np.ndarray, values: np.ndarray, dense_t: np.ndarray, k0: int, k1: int) -> None:
+    """``acc += sum_k values[k] * dense_t[indices[k]]`` over the nonzeros ``k0:k1`` of one CSR row."""
+    batch = acc.shape[0]
+    if batch == 1:  # a dot product: four independent sums keep the FMA pipeline full
+        s0 = s1 = s2 = s3 = 0.0
+        k = k0
+        while k + 3 < k1:
+            s0 += values[k] * dense_t[indices[k], 0]
+            s1 += values[k + 1] * dense_t[indices[k + 1], 0]
+            s2 += values[k + 2] * dense_t[indices[k + 2], 0]
+            s3 += values[k + 3] * dense_t[indices[k + 3], 0]
+            k += 4
+        while k < k1:
+            s0 += values[k] * dense_t[indices[k], 0]
+            k += 1
+        acc[0] += (s0 + s1) + (s2 + s3)
+        return
+    k = k0
+    while k + 1 < k1:  # two nonzeros a pass: half the loads and stores of acc
+        w0 = values[k]
+        w1 = values[k + 1]
+        src0 = dense_t[indices[k]]
+        src1 = dense_t[indices[k + 1]]
+        for b in range(batch):
+            acc[b] += w0 * src0[b] + w1 * src1[b]
+        k += 2
+    if k < k1:
+        w0 = values[k]
+        src0 = dense_t[indices[k]]
+        for b in range(batch):
+            acc[b] += w0 * src0[b]
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
 def _csr_rows(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, dense_t: np.ndarray, out_t: np.ndarray, lo: int, hi: int) -> None:
-    batch = dense_t.shape[1]
     for i in range(lo, hi):
         acc = out_t[i]
-        for b in range(batch):
-            acc[b] = 0.0
-        for k in range(indptr[i], indptr[i + 1]):
-            w = values[k]
-            src = dense_t[indices[k]]
-            for b in range(batch):
-                acc[b] += w * src[b]
+        acc[:] = 0.0
+        _accumulate_row(acc, indices, values, dense_t, indptr[i], indptr[i + 1])
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
@@ -90,7 +118,7 @@ def _csr_dots(indptr: np.ndarray, indices: np.ndarray, left_t: np.ndarray, right
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
 def _chain_forward(
-    x: np.ndarray,
+    x_t: np.ndarray,
     indptr: np.ndarray,
     indices: np.ndarray,
     values: np.ndarray,
@@ -100,38 +128,31 @@ def _chain_forward(
     widths: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """A chain of CSR Linear layers with ReLU between them, batch-major ``x`` (batch, widths[0]) to
-    ``out`` (batch, widths[-1]), all layers in one call: layer ``l``'s rows are
+    """A chain of CSR Linear layers with ReLU between them, feature-major ``x_t`` (widths[0], batch)
+    to batch-major ``out`` (batch, widths[-1]), all layers in one call: layer ``l``'s rows are
     ``indptr[row_starts[l]:row_starts[l + 1] + 1]`` (offsets relative to ``nnz_starts[l]``), its biases
     ``biases[row_starts[l]:row_starts[l + 1]]``."""
     layers = widths.shape[0] - 1
-    batch = x.shape[0]
+    batch = x_t.shape[1]
     widest = 0
-    for l in range(widths.shape[0]):
+    for l in range(1, widths.shape[0]):
         widest = max(widest, widths[l])
-    a = np.empty((widest, batch), x.dtype)
-    h = np.empty((widest, batch), x.dtype)
-    for j in range(widths[0]):
-        for b in range(batch):
-            a[j, b] = x[b, j]
+    a = x_t
+    h = np.empty((widest, batch), x_t.dtype)
+    spare = np.empty((widest, batch), x_t.dtype)
     for l in range(layers):
         r0 = row_starts[l]
         n0 = nnz_starts[l]
         last = l == layers - 1
         for i in range(widths[l + 1]):
             acc = h[i]
-            bias = biases[r0 + i]
-            for b in range(batch):
-                acc[b] = bias
-            for k in range(n0 + indptr[r0 + l + i], n0 + indptr[r0 + l + i + 1]):
-                w = values[k]
-                src = a[indices[k]]
-                for b in range(batch):
-                    acc[b] += w * src[b]
+            acc[:] = biases[r0 + i]
+            _accumulate_row(acc, indices, values, a, n0 + indptr[r0 + l + i], n0 + indptr[r0 + l + i + 1])
             if not last:
                 for b in range(batch):
                     acc[b] = max(acc[b], 0.0)
-        a, h = h, a
+        a = h[: widths[l + 1]]
+        h, spare = spare, h
     for i in range(widths[layers]):
         for b in range(batch):
             out[b, i] = a[i, b]
@@ -139,7 +160,7 @@ def _chain_forward(
 
 @njit(cache=True, nogil=True, boundscheck=False, parallel=True)
 def _chain_forward_parallel(
-    x: np.ndarray,
+    x_t: np.ndarray,
     indptr: np.ndarray,
     indices: np.ndarray,
     values: np.ndarray,
@@ -151,8 +172,8 @@ def _chain_forward_parallel(
     chunks: int,
 ) -> None:
     """:func:`_chain_forward` on ``chunks`` slices of the batch in parallel."""
-    n = x.shape[0]
+    n = x_t.shape[1]
     for c in prange(chunks):
         lo = c * n // chunks
         hi = (c + 1) * n // chunks
-        _chain_forward(x[lo:hi], indptr, indices, values, biases, row_starts, nnz_starts, widths, out[lo:hi])
+        _chain_forward(np.ascontiguousarray(x_t[:, lo:hi]), indptr, indices, values, biases, row_starts, nnz_starts, widths, out[lo:hi])

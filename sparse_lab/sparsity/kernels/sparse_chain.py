@@ -48,6 +48,9 @@ class SparseChain(nn.Module):
         ).to(self._values.dtype)
         self._row_starts = torch.tensor([0, *torch.tensor(widths[1:]).cumsum(0).tolist()], dtype=torch.int64)
         self._nnz_starts = torch.tensor([0, *torch.tensor([lay.nnz for lay in layers]).cumsum(0).tolist()], dtype=torch.int64)
+        self._arrays = tuple(
+            t.numpy() for t in (self._indptr, self._indices, self._values, self._biases, self._row_starts, self._nnz_starts, self._widths)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.flatten(1)
@@ -63,17 +66,13 @@ class SparseChain(nn.Module):
                 if i < len(self.layers) - 1:
                     x = torch.relu(x)
             return x
-        x = x.contiguous()
+        x_t = x.t().contiguous().numpy()
         out = torch.empty(batch, self.layers[-1].out_features, dtype=x.dtype)
-        args = (
-            self._indptr.numpy(), self._indices.numpy(), self._values.numpy(), self._biases.numpy(),
-            self._row_starts.numpy(), self._nnz_starts.numpy(), self._widths.numpy(),
-        )
         chunks = min(batch, _threads(self._values.numel() * batch))
         if chunks > 1:
-            compiled()._chain_forward_parallel(x.numpy(), *args, out.numpy(), chunks)
+            compiled()._chain_forward_parallel(x_t, *self._arrays, out.numpy(), chunks)
         else:
-            compiled()._chain_forward(x.numpy(), *args, out.numpy())
+            compiled()._chain_forward(x_t, *self._arrays, out.numpy())
         return out
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sparse_lab.sparsity.kernels._load import compiled, on_cpu
+from sparse_lab.sparsity.kernels._load import DTYPES, available, compiled
 
 # Densities above which the dense kernels are faster on this 2-core CPU (benchmarks/sparse_speed.py,
 # "crossover"): batches of at least SMALL_BATCH samples, and smaller ones.
@@ -121,7 +121,8 @@ class SparseLinear(nn.Module):
         limit = DENSE_ABOVE if batch >= SMALL_BATCH else DENSE_ABOVE_SMALL_BATCH
         if self.dense_above is not None:
             limit = self.dense_above
-        return self.density <= limit and self.weight.device.type == "cpu" and on_cpu([self.weight])
+        weight = self.weight
+        return self.density <= limit and weight.is_cpu and weight.dtype in DTYPES and available()
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.uses_sparse_kernels(x.shape[0]) or x.dtype != self.weight.dtype:
