@@ -74,6 +74,8 @@ def test_sparsify_linears_swaps_named_layers_and_keeps_parameters_and_state_dict
     nn.functional.mse_loss(model(x), torch.zeros(8, 4)).backward()
     optimizer.step()
     assert not model[0].weight[~mask].any()  # a masked weight's gradient is zero, so SGD keeps it at zero
+    with torch.no_grad():  # the layer reads the stepped weights, not values gathered before the step
+        assert torch.allclose(model[0](x), nn.functional.linear(x, model[0].weight, model[0].bias), atol=1e-6)
     with pytest.raises(ValueError, match="not the weight of an nn.Linear"):
         sparsify_linears(model, {"1.weight": mask})
 
@@ -94,3 +96,21 @@ def test_fused_chain_equals_the_masked_dense_mlp(batch: int) -> None:
         assert torch.allclose(chain(x), mlp(x), atol=1e-5)
         chain.layers[1].dense_above = -1.0  # one dense layer: layer by layer
         assert torch.allclose(chain(x), mlp(x), atol=1e-5)
+
+
+def test_weights_changed_by_fused_adam_reach_forward_and_backward() -> None:
+    weight, mask, bias = masked_case(20, 30, 0.1)
+    layer = SparseLinear(weight, mask, bias, dense_above=1.0)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.1, fused=True)
+    x = torch.randn(16, 30, requires_grad=True)
+    for _ in range(3):
+        optimizer.zero_grad()
+        layer(x).square().sum().backward()
+        optimizer.step()
+    x.grad = None
+    y = layer(x)
+    y.sum().backward()
+    reference = x.detach().requires_grad_()
+    expected = nn.functional.linear(reference, layer.weight.detach(), layer.bias.detach())
+    expected.sum().backward()
+    assert torch.allclose(y, expected, atol=1e-5) and torch.allclose(x.grad, reference.grad, atol=1e-5)

@@ -16,8 +16,8 @@ from sparse_lab.sparsity.kernels.sparse_linear import SparseLinear, _threads
 class SparseChain(nn.Module):
     """``Flatten -> [SparseLinear -> ReLU] * (n - 1) -> SparseLinear``, for inference.
 
-    Where every layer takes the sparse kernels at the batch's size (:meth:`SparseLinear.uses_sparse_kernels`)
-    and no gradient is wanted, the whole chain runs in one compiled call over CSR copies of the
+    Where the chain's overall density is below the crossover for the batch's size (see
+    :meth:`SparseLinear.uses_sparse_kernels`) and no gradient is wanted, the whole chain runs in one compiled call over CSR copies of the
     weights taken at construction (call :meth:`refresh` after changing the weights); otherwise
     layer by layer, each layer choosing sparse or dense kernels itself.
     """
@@ -48,9 +48,17 @@ class SparseChain(nn.Module):
         ).to(self._values.dtype)
         self._row_starts = torch.tensor([0, *torch.tensor(widths[1:]).cumsum(0).tolist()], dtype=torch.int64)
         self._nnz_starts = torch.tensor([0, *torch.tensor([lay.nnz for lay in layers]).cumsum(0).tolist()], dtype=torch.int64)
+        self._density = sum(lay.nnz for lay in layers) / sum(lay.weight.numel() for lay in layers)
         self._arrays = tuple(
             t.numpy() for t in (self._indptr, self._indices, self._values, self._biases, self._row_starts, self._nnz_starts, self._widths)
         )
+
+    def _fused_pays(self, batch: int) -> bool:
+        """Whether the chain as a whole is sparse enough for ``batch``: the crossover applies to its
+        overall density, since a small dense layer (the output layer of a globally pruned net) costs
+        less in the fused call than a separate dense call costs in dispatch."""
+        limit = min(lay.density_limit(batch) for lay in self.layers)
+        return self._density <= limit and all(lay.uses_sparse_kernels(batch, limit=1.0) for lay in self.layers)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.flatten(1)
@@ -58,7 +66,7 @@ class SparseChain(nn.Module):
         fused = (
             not (torch.is_grad_enabled() and (x.requires_grad or self.layers[0].weight.requires_grad))
             and x.dtype == self._values.dtype
-            and all(lay.uses_sparse_kernels(batch) for lay in self.layers)
+            and self._fused_pays(batch)
         )
         if not fused:
             for i, layer in enumerate(self.layers):

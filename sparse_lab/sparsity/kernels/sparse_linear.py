@@ -54,7 +54,7 @@ class _SparseLinearFn(torch.autograd.Function):
         go_t = grad_out.t().contiguous()
         grad_x = None
         if ctx.needs_input_grad[0]:
-            values_t = weight.detach().reshape(-1)[layer.csc_positions]
+            values_t = layer._values(weight, "csc")
             grad_x = csr_matmul(layer.csc_indptr, layer.csc_indices, values_t, go_t, layer.in_features).t()
         grad_w = None
         if ctx.needs_input_grad[1]:
@@ -116,11 +116,16 @@ class SparseLinear(nn.Module):
         self.csc_indices = rows_t.contiguous()
         self.csc_positions = rows_t * self.in_features + cols_t
 
-    def uses_sparse_kernels(self, batch: int) -> bool:
-        """Whether a batch of ``batch`` samples goes through the compiled sparse kernels."""
-        limit = DENSE_ABOVE if batch >= SMALL_BATCH else DENSE_ABOVE_SMALL_BATCH
+    def density_limit(self, batch: int) -> float:
+        """The density up to which a batch of ``batch`` samples runs on the sparse kernels."""
         if self.dense_above is not None:
-            limit = self.dense_above
+            return self.dense_above
+        return DENSE_ABOVE if batch >= SMALL_BATCH else DENSE_ABOVE_SMALL_BATCH
+
+    def uses_sparse_kernels(self, batch: int, limit: float | None = None) -> bool:
+        """Whether a batch of ``batch`` samples goes through the compiled sparse kernels (``limit``:
+        instead of :meth:`density_limit`)."""
+        limit = self.density_limit(batch) if limit is None else limit
         weight = self.weight
         return self.density <= limit and weight.is_cpu and weight.dtype in DTYPES and available()
 
@@ -133,9 +138,15 @@ class SparseLinear(nn.Module):
         return self._sparse_forward(x.t().contiguous(), self.weight, self.bias)
 
     def _sparse_forward(self, x_t: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        values = weight.detach().reshape(-1)[self.csr_positions]
+        values = self._values(weight, "csr")
         y = csr_matmul(self.csr_indptr, self.csr_indices, values, x_t, self.out_features).t()
         return y + bias.detach() if bias is not None else y
+
+    def _values(self, weight: Tensor, order: str) -> Tensor:
+        """The weight's values at the mask's entries in CSR (``"csr"``) or transposed (``"csc"``) order.
+        Gathered on every call: an optimizer may change the weight without moving its version counter
+        (fused Adam does), so no cache could tell."""
+        return weight.detach().reshape(-1)[self.csr_positions if order == "csr" else self.csc_positions]
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, density={self.density:.4f}"
