@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -13,20 +14,29 @@ DTYPES = (torch.float32, torch.float64)
 
 
 @functools.cache
-def _kernels_or_none() -> ModuleType | None:
+def import_or_none(module: str) -> ModuleType | None:
+    """``module`` imported (once), or None where that fails (numba missing)."""
     try:
-        from sparse_lab.sparsity.kernels import _numba
+        return importlib.import_module(module)
     except ImportError:
         return None
-    return _numba
+
+
+def require(module: str, what: str) -> ModuleType:
+    """``module`` imported, or a RuntimeError saying that ``what`` needs numba."""
+    kernels = import_or_none(module)
+    if kernels is None:
+        raise RuntimeError(f"{what} needs numba: pip install numba")
+    return kernels
+
+
+def _kernels_or_none() -> ModuleType | None:
+    return import_or_none("sparse_lab.sparsity.kernels._numba")
 
 
 def compiled() -> ModuleType:
     """The numba kernels module (:mod:`sparse_lab.sparsity.kernels._numba`)."""
-    kernels = _kernels_or_none()
-    if kernels is None:
-        raise RuntimeError("the compiled sparse kernels need numba: pip install numba")
-    return kernels
+    return require("sparse_lab.sparsity.kernels._numba", "the compiled sparse kernels")
 
 
 def available() -> bool:

@@ -117,21 +117,13 @@ def _csr_dots(indptr: np.ndarray, indices: np.ndarray, left_t: np.ndarray, right
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
-def _chain_forward(
-    x_t: np.ndarray,
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    values: np.ndarray,
-    biases: np.ndarray,
-    row_starts: np.ndarray,
-    nnz_starts: np.ndarray,
-    widths: np.ndarray,
-    out: np.ndarray,
-) -> None:
+def _chain_forward(x_t: np.ndarray, chain: tuple, out: np.ndarray) -> None:
     """A chain of CSR Linear layers with ReLU between them, feature-major ``x_t`` (widths[0], batch)
-    to batch-major ``out`` (batch, widths[-1]), all layers in one call: layer ``l``'s rows are
-    ``indptr[row_starts[l]:row_starts[l + 1] + 1]`` (offsets relative to ``nnz_starts[l]``), its biases
-    ``biases[row_starts[l]:row_starts[l + 1]]``."""
+    to batch-major ``out`` (batch, widths[-1]), all layers in one call. ``chain``: ``(indptr,
+    indices, values, biases, row_starts, nnz_starts, widths)``: layer ``l``'s rows are
+    ``indptr[row_starts[l] + l:row_starts[l + 1] + l + 1]`` (offsets relative to ``nnz_starts[l]``),
+    its biases ``biases[row_starts[l]:row_starts[l + 1]]``."""
+    indptr, indices, values, biases, row_starts, nnz_starts, widths = chain
     layers = widths.shape[0] - 1
     batch = x_t.shape[1]
     widest = 0
@@ -159,21 +151,10 @@ def _chain_forward(
 
 
 @njit(cache=True, nogil=True, boundscheck=False, parallel=True)
-def _chain_forward_parallel(
-    x_t: np.ndarray,
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    values: np.ndarray,
-    biases: np.ndarray,
-    row_starts: np.ndarray,
-    nnz_starts: np.ndarray,
-    widths: np.ndarray,
-    out: np.ndarray,
-    chunks: int,
-) -> None:
+def _chain_forward_parallel(x_t: np.ndarray, chain: tuple, out: np.ndarray, chunks: int) -> None:
     """:func:`_chain_forward` on ``chunks`` slices of the batch in parallel."""
     n = x_t.shape[1]
     for c in prange(chunks):
         lo = c * n // chunks
         hi = (c + 1) * n // chunks
-        _chain_forward(np.ascontiguousarray(x_t[:, lo:hi]), indptr, indices, values, biases, row_starts, nnz_starts, widths, out[lo:hi])
+        _chain_forward(np.ascontiguousarray(x_t[:, lo:hi]), chain, out[lo:hi])

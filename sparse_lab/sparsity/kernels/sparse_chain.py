@@ -78,9 +78,9 @@ class SparseChain(nn.Module):
         out = torch.empty(batch, self.layers[-1].out_features, dtype=x.dtype)
         chunks = min(batch, _threads(self._values.numel() * batch))
         if chunks > 1:
-            compiled()._chain_forward_parallel(x_t, *self._arrays, out.numpy(), chunks)
+            compiled()._chain_forward_parallel(x_t, self._arrays, out.numpy(), chunks)
         else:
-            compiled()._chain_forward(x_t, *self._arrays, out.numpy())
+            compiled()._chain_forward(x_t, self._arrays, out.numpy())
         return out
 
 
