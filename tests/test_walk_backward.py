@@ -125,3 +125,22 @@ def test_only_the_sparse_backwards_swap_the_linear_layers() -> None:
         module.device = torch.device("cpu")
         RandomWalkGradientMask(RandomWalkMask(5), backward=backward).on_fit_start(None, module)
         assert [type(m) for m in model.linears] == [kind, kind]
+
+
+@pytest.mark.parametrize("backward", ["edges", "rows"])
+def test_first_layers_input_gradient_restricted_to_its_visited_rows_changes_no_gradient(backward: str) -> None:
+    _, full_input = twins(3, hidden=(24, 12))
+    _, restricted = twins(3, hidden=(24, 12))
+    x, y = torch.randn(16, 1, 5, 5), torch.randint(0, 10, (16,))
+    rows, cols = RandomWalkMask(4).edges(restricted.linears, y, torch.Generator().manual_seed(2))
+    visited = torch.unique(rows[0])
+    assert visited.numel() < row_sparse.GATHER_BELOW * 24  # the restricted product is taken
+    for model in (full_input, restricted):
+        for lin, r, c in zip(model.linears, rows, cols):
+            lin.set_rows(r) if backward == "rows" else setattr(lin, "active_edges", (r, c))
+    restricted.linears[1].input_rows = visited
+    for model in (full_input, restricted):
+        nn.functional.cross_entropy(model(x), y).backward()
+    for (name, a), b in zip(full_input.named_parameters(), restricted.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+    assert int((restricted.linears[0].weight.grad != 0).sum()) > 0

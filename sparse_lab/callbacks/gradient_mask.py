@@ -105,6 +105,8 @@ class RandomWalkGradientMask(Callback):
                 lin.set_rows(rows)
             else:
                 lin.active_edges = (rows, cols)
+        if len(self.linears) > 1:  # the first layer uses its input gradient only in its visited rows
+            self.linears[1].input_rows = torch.unique(self.edges[0][0])
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         # rows and edges: backward already left every gradient outside the walk at zero

@@ -16,6 +16,15 @@ from sparse_lab.sparsity.kernels import edge_gradients
 GATHER_BELOW = 0.5
 
 
+def _input_grad(go: Tensor, weight: Tensor, cols: Tensor | None) -> Tensor:
+    """``go @ weight``, computed only in the columns ``cols`` (the rest zero) when they are few."""
+    if cols is None or cols.numel() >= GATHER_BELOW * weight.shape[1]:
+        return go @ weight
+    grad_x = go.new_zeros(go.shape[0], weight.shape[1])
+    grad_x[:, cols] = go @ weight[:, cols]
+    return grad_x
+
+
 class _WalkSparseLinearFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, layer: RowSparseLinear) -> Tensor:
@@ -31,17 +40,17 @@ class _WalkSparseLinearFn(torch.autograd.Function):
         need_x = ctx.needs_input_grad[0]
         if layer.active_edges is not None:  # dense signal down, weight gradients on the edges only
             grad_w, grad_b = edge_gradients(grad_out, x, *layer.active_edges, with_bias=ctx.has_bias)
-            return grad_out @ weight if need_x else None, grad_w, grad_b, None
+            return _input_grad(grad_out, weight, layer.input_rows) if need_x else None, grad_w, grad_b, None
         rows = layer.active_rows
         if rows is None:  # no walk set: dense backward
             grad_x = grad_out @ weight if need_x else None
             return grad_x, grad_out.t() @ x, grad_out.sum(0) if ctx.has_bias else None, None
         if layer.row_mask is not None and rows.numel() >= GATHER_BELOW * weight.shape[0]:
             go = grad_out * layer.row_mask
-            grad_x = go @ weight if need_x else None
+            grad_x = _input_grad(go, weight, layer.input_rows) if need_x else None
             return grad_x, go.t() @ x, go.sum(0) if ctx.has_bias else None, None
         go = grad_out[:, rows]  # (B, r): only visited output units send a signal back
-        grad_x = go @ weight[rows] if need_x else None
+        grad_x = _input_grad(go, weight[rows], layer.input_rows) if need_x else None
         grad_w = torch.zeros_like(weight)
         grad_w[rows] = go.t() @ x
         grad_b = None
@@ -59,14 +68,18 @@ class RowSparseLinear(nn.Linear):
       through them;
     - ``active_edges`` (``(rows, cols)``, int64, duplicates allowed): the full signal flows down,
       and the weight gradient is computed on those edges only (the bias's on their rows), the
-      same values as the dense gradient masked to them.
+      same values as the dense gradient masked to them;
+    - ``input_rows`` (sorted unique input units, or None): the only units of the layer below whose
+      gradient is used (the walk's rows of a first layer, which sends no gradient further down);
+      the input gradient is computed in those columns only, zero elsewhere.
 
-    Neither set: dense backward. Inputs must be 2-D ``(batch, in_features)``, as in an MLP.
+    Neither rows nor edges set: dense backward. Inputs must be 2-D ``(batch, in_features)``, as in an MLP.
     """
 
     active_rows: Tensor | None = None
     row_mask: Tensor | None = None
     active_edges: tuple[Tensor, Tensor] | None = None
+    input_rows: Tensor | None = None
 
     @classmethod
     def wrap(cls, linear: nn.Linear) -> RowSparseLinear:
