@@ -1,13 +1,15 @@
 """The numba kernels behind :mod:`sparse_lab.sparsity.kernels` (imported on first use, as the walk's).
 
 Dense operands are feature-major (``(features, batch)``, C-contiguous): every inner loop runs over
-the batch, contiguous in memory, so it vectorizes.
+the batch, contiguous in memory, so it vectorizes. All kernels run on one thread: numba's thread
+pool waiting beside torch's OpenMP pool on this 2-core CPU made torch's own dense products in the
+same process up to 5 times slower (benchmarks/sparse_speed.py, 2 threads).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 FAST = {"reassoc", "nsz", "contract"}
 
@@ -37,65 +39,61 @@ def _edge_grads(delta: np.ndarray, inputs: np.ndarray, rows: np.ndarray, cols: n
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
-def _accumulate_row(acc: np.ndarray, indices: np.ndarray, values: np.ndarray, dense_t: np.ndarray, k0: int, k1: int) -> None:
-    """``acc += sum_k values[k] * dense_t[indices[k]]`` over the nonzeros ``k0:k1`` of one CSR row."""
+def _accumulate_row(
+    acc: np.ndarray, indices: np.ndarray, weights: np.ndarray, positions: np.ndarray, dense_t: np.ndarray, k0: int, k1: int
+) -> None:
+    """``acc += sum_k weights[positions[k]] * dense_t[indices[k]]`` over the nonzeros ``k0:k1`` of one
+    CSR row (``weights``: a flat weight matrix, read where the mask is, so nothing is gathered first)."""
     batch = acc.shape[0]
     if batch == 1:  # a dot product: four independent sums keep the FMA pipeline full
         s0 = s1 = s2 = s3 = 0.0
         k = k0
         while k + 3 < k1:
-            s0 += values[k] * dense_t[indices[k], 0]
-            s1 += values[k + 1] * dense_t[indices[k + 1], 0]
-            s2 += values[k + 2] * dense_t[indices[k + 2], 0]
-            s3 += values[k + 3] * dense_t[indices[k + 3], 0]
+            s0 += weights[positions[k]] * dense_t[indices[k], 0]
+            s1 += weights[positions[k + 1]] * dense_t[indices[k + 1], 0]
+            s2 += weights[positions[k + 2]] * dense_t[indices[k + 2], 0]
+            s3 += weights[positions[k + 3]] * dense_t[indices[k + 3], 0]
             k += 4
         while k < k1:
-            s0 += values[k] * dense_t[indices[k], 0]
+            s0 += weights[positions[k]] * dense_t[indices[k], 0]
             k += 1
         acc[0] += (s0 + s1) + (s2 + s3)
         return
     k = k0
     while k + 1 < k1:  # two nonzeros a pass: half the loads and stores of acc
-        w0 = values[k]
-        w1 = values[k + 1]
+        w0 = weights[positions[k]]
+        w1 = weights[positions[k + 1]]
         src0 = dense_t[indices[k]]
         src1 = dense_t[indices[k + 1]]
         for b in range(batch):
             acc[b] += w0 * src0[b] + w1 * src1[b]
         k += 2
     if k < k1:
-        w0 = values[k]
+        w0 = weights[positions[k]]
         src0 = dense_t[indices[k]]
         for b in range(batch):
             acc[b] += w0 * src0[b]
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
-def _csr_rows(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, dense_t: np.ndarray, out_t: np.ndarray, lo: int, hi: int) -> None:
-    for i in range(lo, hi):
+def _csr_matmul(
+    indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, positions: np.ndarray, dense_t: np.ndarray, out_t: np.ndarray
+) -> None:
+    """``out_t = A @ dense_t`` for the CSR matrix ``A`` (rows, k) whose entry ``k`` is
+    ``weights[positions[k]]``; ``dense_t`` (k, batch)."""
+    for i in range(out_t.shape[0]):
         acc = out_t[i]
         acc[:] = 0.0
-        _accumulate_row(acc, indices, values, dense_t, indptr[i], indptr[i + 1])
+        _accumulate_row(acc, indices, weights, positions, dense_t, indptr[i], indptr[i + 1])
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
-def _csr_matmul(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, dense_t: np.ndarray, out_t: np.ndarray) -> None:
-    """``out_t = A @ dense_t`` for the CSR matrix ``A`` (rows, k); ``dense_t`` (k, batch)."""
-    _csr_rows(indptr, indices, values, dense_t, out_t, 0, out_t.shape[0])
-
-
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST, parallel=True)
-def _csr_matmul_parallel(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, dense_t: np.ndarray, out_t: np.ndarray, chunks: int) -> None:
-    """:func:`_csr_matmul` with the rows split into ``chunks`` ranges run in parallel."""
-    n = out_t.shape[0]
-    for c in prange(chunks):
-        _csr_rows(indptr, indices, values, dense_t, out_t, c * n // chunks, (c + 1) * n // chunks)
-
-
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
-def _csr_dot_rows(indptr: np.ndarray, indices: np.ndarray, left_t: np.ndarray, right_t: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
+def _csr_dots(indptr: np.ndarray, indices: np.ndarray, left_t: np.ndarray, right_t: np.ndarray, out: np.ndarray) -> None:
+    """Into zeroed ``out`` (rows, cols), at each entry ``(i, j)`` of the CSR pattern:
+    ``left_t[i] . right_t[j]`` (feature-major operands): ``left @ right^T`` sampled on the pattern,
+    a masked layer's weight gradient."""
     batch = left_t.shape[1]
-    for i in range(lo, hi):
+    for i in range(out.shape[0]):
         g = left_t[i]
         for k in range(indptr[i], indptr[i + 1]):
             j = indices[k]
@@ -106,24 +104,15 @@ def _csr_dot_rows(indptr: np.ndarray, indices: np.ndarray, left_t: np.ndarray, r
             out[i, j] = s
 
 
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST, parallel=True)
-def _csr_dots(indptr: np.ndarray, indices: np.ndarray, left_t: np.ndarray, right_t: np.ndarray, out: np.ndarray, chunks: int) -> None:
-    """Into zeroed ``out`` (rows, cols), at each entry ``(i, j)`` of the CSR pattern:
-    ``left_t[i] . right_t[j]`` (feature-major operands): ``left @ right^T`` sampled on the pattern,
-    a masked layer's weight gradient. Rows split into ``chunks`` ranges run in parallel."""
-    n = out.shape[0]
-    for c in prange(chunks):
-        _csr_dot_rows(indptr, indices, left_t, right_t, out, c * n // chunks, (c + 1) * n // chunks)
-
-
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
 def _chain_forward(x_t: np.ndarray, chain: tuple, out: np.ndarray) -> None:
     """A chain of CSR Linear layers with ReLU between them, feature-major ``x_t`` (widths[0], batch)
     to batch-major ``out`` (batch, widths[-1]), all layers in one call. ``chain``: ``(indptr,
-    indices, values, biases, row_starts, nnz_starts, widths)``: layer ``l``'s rows are
+    indices, values, positions, biases, row_starts, nnz_starts, widths)`` (``positions``: where in
+    ``values`` each nonzero is): layer ``l``'s rows are
     ``indptr[row_starts[l] + l:row_starts[l + 1] + l + 1]`` (offsets relative to ``nnz_starts[l]``),
     its biases ``biases[row_starts[l]:row_starts[l + 1]]``."""
-    indptr, indices, values, biases, row_starts, nnz_starts, widths = chain
+    indptr, indices, values, positions, biases, row_starts, nnz_starts, widths = chain
     layers = widths.shape[0] - 1
     batch = x_t.shape[1]
     widest = 0
@@ -139,22 +128,12 @@ def _chain_forward(x_t: np.ndarray, chain: tuple, out: np.ndarray) -> None:
         for i in range(widths[l + 1]):
             acc = h[i]
             acc[:] = biases[r0 + i]
-            _accumulate_row(acc, indices, values, a, n0 + indptr[r0 + l + i], n0 + indptr[r0 + l + i + 1])
+            _accumulate_row(acc, indices, values, positions, a, n0 + indptr[r0 + l + i], n0 + indptr[r0 + l + i + 1])
             if not last:
                 for b in range(batch):
                     acc[b] = max(acc[b], 0.0)
-        a = h[: widths[l + 1]]
+        a = h  # not a slice: a slice would type ``a`` as non-contiguous and stop the batch loops vectorizing
         h, spare = spare, h
     for i in range(widths[layers]):
         for b in range(batch):
             out[b, i] = a[i, b]
-
-
-@njit(cache=True, nogil=True, boundscheck=False, parallel=True)
-def _chain_forward_parallel(x_t: np.ndarray, chain: tuple, out: np.ndarray, chunks: int) -> None:
-    """:func:`_chain_forward` on ``chunks`` slices of the batch in parallel."""
-    n = x_t.shape[1]
-    for c in prange(chunks):
-        lo = c * n // chunks
-        hi = (c + 1) * n // chunks
-        _chain_forward(np.ascontiguousarray(x_t[:, lo:hi]), chain, out[lo:hi])

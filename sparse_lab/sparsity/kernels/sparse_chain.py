@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from sparse_lab.sparsity.kernels._load import compiled
-from sparse_lab.sparsity.kernels.sparse_linear import SparseLinear, _threads
+from sparse_lab.sparsity.kernels.sparse_linear import SparseLinear
 
 
 class SparseChain(nn.Module):
@@ -49,8 +49,10 @@ class SparseChain(nn.Module):
         self._row_starts = torch.tensor([0, *torch.tensor(widths[1:]).cumsum(0).tolist()], dtype=torch.int64)
         self._nnz_starts = torch.tensor([0, *torch.tensor([lay.nnz for lay in layers]).cumsum(0).tolist()], dtype=torch.int64)
         self._density = sum(lay.nnz for lay in layers) / sum(lay.weight.numel() for lay in layers)
+        positions = torch.arange(self._values.numel())
         self._arrays = tuple(
-            t.numpy() for t in (self._indptr, self._indices, self._values, self._biases, self._row_starts, self._nnz_starts, self._widths)
+            t.numpy()
+            for t in (self._indptr, self._indices, self._values, positions, self._biases, self._row_starts, self._nnz_starts, self._widths)
         )
 
     def _fused_pays(self, batch: int) -> bool:
@@ -76,11 +78,7 @@ class SparseChain(nn.Module):
             return x
         x_t = x.t().contiguous().numpy()
         out = torch.empty(batch, self.layers[-1].out_features, dtype=x.dtype)
-        chunks = min(batch, _threads(self._values.numel() * batch))
-        if chunks > 1:
-            compiled()._chain_forward_parallel(x_t, self._arrays, out.numpy(), chunks)
-        else:
-            compiled()._chain_forward(x_t, self._arrays, out.numpy())
+        compiled()._chain_forward(x_t, self._arrays, out.numpy())
         return out
 
 

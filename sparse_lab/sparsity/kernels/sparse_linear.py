@@ -17,25 +17,14 @@ from sparse_lab.sparsity.kernels._load import DTYPES, available, compiled
 DENSE_ABOVE = 0.25
 DENSE_ABOVE_SMALL_BATCH = 0.06
 SMALL_BATCH = 8
-# Multiply-adds per call below which one thread beats numba's thread pool.
-PARALLEL_FROM = 2_000_000
 
 
-def _threads(work: int) -> int:
-    """How many threads a kernel of ``work`` multiply-adds should use: torch's setting, or 1 when small."""
-    return max(1, torch.get_num_threads()) if work >= PARALLEL_FROM else 1
-
-
-def csr_matmul(indptr: Tensor, indices: Tensor, values: Tensor, dense_t: Tensor, rows: int) -> Tensor:
-    """``A @ dense_t`` for the CSR matrix ``A`` (``rows`` x k) and a contiguous ``(k, batch)`` tensor."""
+def csr_matmul(indptr: Tensor, indices: Tensor, weight: Tensor, positions: Tensor, dense_t: Tensor, rows: int) -> Tensor:
+    """``A @ dense_t`` for the CSR matrix ``A`` (``rows`` x k) whose entry ``k`` is
+    ``weight.view(-1)[positions[k]]``, and a contiguous ``(k, batch)`` tensor."""
     out_t = torch.empty(rows, dense_t.shape[1], dtype=dense_t.dtype)
-    kernels = compiled()
-    chunks = _threads(values.numel() * dense_t.shape[1])
-    args = (indptr.numpy(), indices.numpy(), values.numpy(), dense_t.numpy(), out_t.numpy())
-    if chunks > 1:
-        kernels._csr_matmul_parallel(*args, chunks)
-    else:
-        kernels._csr_matmul(*args)
+    flat = weight.detach().reshape(-1).numpy()
+    compiled()._csr_matmul(indptr.numpy(), indices.numpy(), flat, positions.numpy(), dense_t.numpy(), out_t.numpy())
     return out_t
 
 
@@ -54,15 +43,11 @@ class _SparseLinearFn(torch.autograd.Function):
         go_t = grad_out.t().contiguous()
         grad_x = None
         if ctx.needs_input_grad[0]:
-            values_t = layer._values(weight, "csc")
-            grad_x = csr_matmul(layer.csc_indptr, layer.csc_indices, values_t, go_t, layer.in_features).t()
+            grad_x = csr_matmul(layer.csc_indptr, layer.csc_indices, weight, layer.csc_positions, go_t, layer.in_features).t()
         grad_w = None
         if ctx.needs_input_grad[1]:
             grad_w = torch.zeros_like(weight)
-            chunks = _threads(layer.nnz * go_t.shape[1])
-            compiled()._csr_dots(
-                layer.csr_indptr.numpy(), layer.csr_indices.numpy(), go_t.numpy(), x_t.numpy(), grad_w.numpy(), chunks
-            )
+            compiled()._csr_dots(layer.csr_indptr.numpy(), layer.csr_indices.numpy(), go_t.numpy(), x_t.numpy(), grad_w.numpy())
         grad_b = grad_out.sum(0) if ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b, None
 
@@ -138,15 +123,8 @@ class SparseLinear(nn.Module):
         return self._sparse_forward(x.t().contiguous(), self.weight, self.bias)
 
     def _sparse_forward(self, x_t: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        values = self._values(weight, "csr")
-        y = csr_matmul(self.csr_indptr, self.csr_indices, values, x_t, self.out_features).t()
+        y = csr_matmul(self.csr_indptr, self.csr_indices, weight, self.csr_positions, x_t, self.out_features).t()
         return y + bias.detach() if bias is not None else y
-
-    def _values(self, weight: Tensor, order: str) -> Tensor:
-        """The weight's values at the mask's entries in CSR (``"csr"``) or transposed (``"csc"``) order.
-        Gathered on every call: an optimizer may change the weight without moving its version counter
-        (fused Adam does), so no cache could tell."""
-        return weight.detach().reshape(-1)[self.csr_positions if order == "csr" else self.csc_positions]
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, density={self.density:.4f}"
