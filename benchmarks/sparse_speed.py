@@ -15,10 +15,12 @@
 4. Crossover: a 300x784 layer's forward (batch 1, 32, 128) and forward+backward (batch 128), sparse
    kernels against dense, over densities; the largest density where sparse is faster.
 
-Every comparison interleaves its variants ``--rounds`` times; medians, min/max spread and ratios of
+The compiled kernels run on one thread; torch runs ``--threads`` threads (default 1: on this shared
+2-core machine, a second torch thread competing with other processes made torch's dense products
+up to 50 times slower). Every comparison interleaves its variants ``--rounds`` times; medians, min/max spread and ratios of
 medians are printed and saved as JSON. Usage::
 
-    python benchmarks/sparse_speed.py [--rounds 5] [--data mnist|synthetic] [--run-dir RUN] [--quick] [--out FILE]
+    python benchmarks/sparse_speed.py [--rounds 5] [--threads 1] [--data mnist|synthetic] [--run-dir RUN] [--quick] [--out FILE]
 """
 
 from __future__ import annotations
@@ -131,10 +133,9 @@ def inference(dense: MLP, sparse: nn.Module, inputs: torch.Tensor, rounds: int, 
             t["speedup_fused_vs_dense"] = ratio(t, "torch_dense", "sparse_fused")
             t["speedup_layers_vs_dense"] = ratio(t, "torch_dense", "sparse_layers")
             out[f"threads{threads}_batch{batch}"] = t
-            print(f"  inference threads={threads} batch={batch}: dense {t['torch_dense']['median'] * 1e6:.1f} us, "
+            print(f"  inference torch threads={threads} batch={batch}: dense {t['torch_dense']['median'] * 1e6:.1f} us, "
                   f"fused {t['sparse_fused']['median'] * 1e6:.1f} us ({t['speedup_fused_vs_dense']:.1f}x), "
                   f"layers {t['sparse_layers']['median'] * 1e6:.1f} us ({t['speedup_layers_vs_dense']:.1f}x)", flush=True)
-    torch.set_num_threads(2)
     return out
 
 
@@ -240,13 +241,15 @@ def main() -> None:
     parser.add_argument("--run-dir", default=None, help="a pruned LeNet-300-100 run (default: train one here)")
     parser.add_argument("--quick", action="store_true", help="a smoke test: few calls, a few training batches")
     parser.add_argument("--skip", nargs="*", default=[], choices=["inference", "walk", "training", "crossover"])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for the training, crossover and walk parts (inference runs 1 and 2)")
     parser.add_argument("--out", default="benchmarks/results/sparse_speed.json")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     data = args.data or default_data()
     tmp = tempfile.mkdtemp(prefix="sparse_lab_sparse_speed_")
     rounds = 2 if args.quick else args.rounds
-    result: dict = {"benchmark": "sparse_speed", "data": data, "rounds": rounds, "quick": args.quick}
+    result: dict = {"benchmark": "sparse_speed", "data": data, "rounds": rounds, "quick": args.quick, "threads": args.threads}
 
     if "inference" not in args.skip:
         print("inference, LeNet-300-100 at 95% sparsity, pruned run weights:", flush=True)
@@ -255,6 +258,7 @@ def main() -> None:
         result["inference_pruned_run"] = inference(dense, sparse, inputs, rounds, args.quick)
         print("inference, random weights and masks at 95% sparsity:", flush=True)
         result["inference_random"] = inference(*random_lenet(0.05), rounds, args.quick)
+        torch.set_num_threads(args.threads)
     if "training" not in args.skip:
         torch.manual_seed(0)
         inputs, labels = torch.randn(2048, 1, 28, 28), torch.randint(0, 10, (2048,))
