@@ -269,7 +269,7 @@ def main() -> None:
         result["crossover"] = crossover(rounds, args.quick)
     if "walk" not in args.skip:
         print("random-walk training steps through sparse_lab:", flush=True)
-        result["walk_steps"] = walk_steps(data, 1 if args.quick else max(1, rounds - 2), args.quick, tmp)
+        result["walk_steps"] = walk_steps(data, 1 if args.quick else rounds, args.quick, tmp)
     result.update({"torch": torch.__version__, "machine": platform.machine()})
     save_result(result, args.out, ("data", "pruned_run_sparsity"))
 

@@ -15,27 +15,25 @@ FAST = {"reassoc", "nsz", "contract"}
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
-def _edge_grads(delta: np.ndarray, inputs: np.ndarray, rows: np.ndarray, cols: np.ndarray, grad: np.ndarray, bias_grad: np.ndarray) -> None:
-    """Into zeroed ``grad`` (out, in): ``delta[:, r] . inputs[:, c]`` at each edge ``(rows[p], cols[p])``;
-    into zeroed ``bias_grad`` (out, or empty: no bias): the visited rows' batch sums of ``delta``.
-    Batch-major operands (batch, features): sample by sample, both rows sit in L1 and every edge
-    gathers from them, so nothing is transposed. Duplicate edges write the same value twice."""
-    paths = rows.shape[0]
-    acc = np.zeros(paths)
-    bias_acc = np.zeros(paths)
+def _edge_grads(delta_t: np.ndarray, inputs_t: np.ndarray, rows: np.ndarray, cols: np.ndarray, grad: np.ndarray, bias_grad: np.ndarray) -> None:
+    """Into zeroed ``grad`` (out, in): ``delta_t[r] . inputs_t[c]`` at each edge ``(rows[p], cols[p])``;
+    into zeroed ``bias_grad`` (out, or empty: no bias): the visited rows' batch sums of ``delta_t``.
+    Feature-major operands (features, batch): each dot product runs over contiguous memory.
+    Duplicate edges write the same value twice."""
+    batch = delta_t.shape[1]
     with_bias = bias_grad.shape[0] > 0
-    for b in range(delta.shape[0]):
-        d = delta[b]
-        a = inputs[b]
-        for p in range(paths):
-            acc[p] += d[rows[p]] * a[cols[p]]
+    for p in range(rows.shape[0]):
+        d = delta_t[rows[p]]
+        a = inputs_t[cols[p]]
+        s = 0.0
+        for b in range(batch):
+            s += d[b] * a[b]
+        grad[rows[p], cols[p]] = s
         if with_bias:
-            for p in range(paths):
-                bias_acc[p] += d[rows[p]]
-    for p in range(paths):
-        grad[rows[p], cols[p]] = acc[p]
-        if with_bias:
-            bias_grad[rows[p]] = bias_acc[p]
+            t = 0.0
+            for b in range(batch):
+                t += d[b]
+            bias_grad[rows[p]] = t
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
