@@ -2,8 +2,9 @@
 
 1. ``RandomWalkMask.masks`` on the 784-256-128-10 MLP, batch labels of 128, at 10 and 1000 paths
    (median of ``--mask-calls`` calls).
-2. One training epoch through sparse_lab for ``full``, ``rw_target paths=1000`` and the row-sparse
-   backward variant (``rw_backward=rows``, 10 and 1000 paths), interleaved ``--repeats`` times in
+2. One training epoch through sparse_lab for ``full``, ``rw_target paths=1000``, its edge-sparse
+   backward (``rw_backward=edges``) and the row-sparse backward variant (``rw_backward=rows``, 10
+   and 1000 paths), interleaved ``--repeats`` times in
    the same process; per-step time = epoch time / steps, ratios of medians against ``full``.
    ``full_stats`` is ``full`` with the density recording that every ``rw_*`` run does
    (``UpdateStats``; SPEC section 1's step: "3. record density" for FULL too, as in
@@ -39,6 +40,7 @@ VARIANTS = {
     "full": ["method=full"],
     "full_stats": ["method=full", "+callbacks.update_stats._target_=sparse_lab.callbacks.UpdateStats"],
     "rw_target_1000": ["method=rw_target", "paths=1000"],
+    "rw_target_1000_edges": ["method=rw_target", "paths=1000", "rw_backward=edges"],
     "rw_target_1000_rows": ["method=rw_target", "paths=1000", "rw_backward=rows"],
     "rw_target_10_rows": ["method=rw_target", "paths=10", "rw_backward=rows"],
 }

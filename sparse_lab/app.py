@@ -235,9 +235,14 @@ def run_cli() -> None:
 
 
 def cli() -> None:
-    """The ``sparse-lab`` console script: ``sparse-lab report DIR ...`` makes a report, anything else runs."""
+    """The ``sparse-lab`` console script: ``sparse-lab report DIR ...`` makes a report, ``sparse-lab export
+    RUN_DIR`` writes a run's sparse model, anything else runs."""
     if len(sys.argv) > 1 and sys.argv[1] == "report":
         from sparse_lab.report.__main__ import main as report_main
 
         sys.exit(report_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "export":
+        from sparse_lab.export import main as export_main
+
+        sys.exit(export_main(sys.argv[2:]))
     run_cli()

@@ -69,7 +69,7 @@ RULES: list[tuple[str, Check, str]] = [
     ("lr", _positive_number, "a number > 0, finite (e.g. lr=1e-3)"),
     ("paths", _int(1), "a positive integer (random walks per batch)"),
     ("sparsity", _fraction, "a number in [0, 1)"),
-    ("rw_backward", _choice("dense", "rows"), "one of: dense, rows"),
+    ("rw_backward", _choice("dense", "rows", "edges"), "one of: dense, rows, edges"),
     ("mask.shuffle", lambda v: v in (None, "layer"), "null or layer"),
     ("target_acc", lambda v: v is None or is_number(v, 0, 1, open_low=True), "null or an accuracy in (0, 1]"),
     ("resume", lambda v: v is None or isinstance(v, str), "a run dir or a .ckpt path"),
@@ -376,10 +376,13 @@ def validate(cfg: DictConfig) -> None:
             continue
         if not check(value):
             problems.append(f"{path}={value!r} is invalid: it must be {valid}")
-    if cfg.get("compile") is True and OmegaConf.select(cfg, "method.callbacks.gradient_mask.backward") == "rows":
-        # The row-sparse backward reads the walk's rows from its layers at run time; a compiled graph
-        # would keep the rows it saw when it was traced.
-        problems.append("compile=true cannot be combined with rw_backward=rows: use rw_backward=dense or compile=false")
+    walk_backward = OmegaConf.select(cfg, "method.callbacks.gradient_mask.backward")
+    if cfg.get("compile") is True and walk_backward in ("rows", "edges"):
+        # The row- and edge-sparse backwards read the walk from their layers at run time; a compiled
+        # graph would keep the walk it saw when it was traced.
+        problems.append(
+            f"compile=true cannot be combined with rw_backward={walk_backward}: use rw_backward=dense or compile=false"
+        )
     problems += _compatibility(cfg)
     problems += _protocol(cfg)
     problems += _hardware(cfg)

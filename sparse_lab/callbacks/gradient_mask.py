@@ -15,11 +15,10 @@ from sparse_lab.sparsity import (
     edge_masks,
     keep_edge_gradients,
     linear_chain,
-    mask_gradients,
     use_row_sparse_backward,
 )
 
-BACKWARDS = ("dense", "rows")
+BACKWARDS = ("dense", "rows", "edges")
 
 
 class RandomWalkGradientMask(Callback):
@@ -29,6 +28,11 @@ class RandomWalkGradientMask(Callback):
     picks edges, and every other gradient is zeroed before the optimizer step.
     ``backward="rows"``: the walk is drawn before backward; backward computes only the visited
     rows, the signal to lower layers flows only through them, and whole rows are kept.
+    ``backward="edges"``: the walk is drawn before backward (with ``bias="weight"`` or
+    ``"uniform"`` it depends only on the weights, the labels and the generator, so these are the
+    edges ``"dense"`` draws after it); backward sends the dense signal down but computes the weight
+    gradients on the walked edges only (one dot product over the batch per edge) and the bias
+    gradients on the visited rows: the gradients of ``"dense"``, without its weight-gradient GEMMs.
     The walk's generator is seeded with ``seed`` and saved in checkpoints.
 
     Data parallel: every rank must apply the same mask, or the replicas drift apart. The walk is
@@ -44,8 +48,8 @@ class RandomWalkGradientMask(Callback):
     def __init__(self, sampler: RandomWalkMask, seed: int = 0, backward: str = "dense", method: str = "rw") -> None:
         if backward not in BACKWARDS:
             raise ConfigError(f"rw_backward={backward!r} is not one of {', '.join(BACKWARDS)}")
-        if backward == "rows" and sampler.bias == "gradient":
-            raise ConfigError("rw_backward=rows draws the walk before backward, so it cannot use bias=gradient")
+        if backward != "dense" and sampler.bias == "gradient":
+            raise ConfigError(f"rw_backward={backward} draws the walk before backward, so it cannot use bias=gradient")
         self.sampler = sampler
         self.seed = seed
         self.backward = backward
@@ -64,12 +68,11 @@ class RandomWalkGradientMask(Callback):
         # Not in setup: the generator must live on the module's device, which Lightning moves it to
         # between setup and on_fit_start.
         model = getattr(pl_module, "model", pl_module)
-        if self.backward == "rows":
+        if self.backward != "dense":
             use_row_sparse_backward(model)
         self.linears = linear_chain(model, self.method)
         self.sampler.prepare(self.linears)
         self.params = [p for lin in self.linears for p in (lin.weight, lin.bias) if p is not None]
-        self._has_bias = [lin.bias is not None for lin in self.linears]
         self.generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         if self._generator_state is not None:
             self.generator.set_state(self._generator_state)
@@ -95,20 +98,22 @@ class RandomWalkGradientMask(Callback):
         self._masks = None
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
-        if self.backward == "rows":
-            self._draw()
-            for lin, (_, bias_mask) in zip(self.linears, self.masks):
-                lin.active_rows = bias_mask.nonzero().squeeze(1)  # rows: at most `paths` per layer
+        if self.backward == "dense":
+            return
+        self._draw()
+        for lin, rows, cols in zip(self.linears, *self.edges):
+            if self.backward == "rows":
+                lin.set_rows(rows)
+            else:
+                lin.active_edges = (rows, cols)
+        if len(self.linears) > 1:  # the first layer uses its input gradient only in its visited rows
+            self.linears[1].input_rows = torch.unique(self.edges[0][0])
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        # rows and edges: backward already left every gradient outside the walk at zero
         if self.backward == "dense":
             self._draw()
             keep_edge_gradients(self.linears, *self.edges, backend=self.sampler.backend)  # = multiplying by self.masks
-            return
-        masks = []
-        for (weight_mask, bias_mask), has_bias in zip(self.masks, self._has_bias):
-            masks += [weight_mask, bias_mask] if has_bias else [weight_mask]
-        mask_gradients(self.params, masks)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state() if self.generator is not None else None}

@@ -15,13 +15,14 @@ exactly zero is never drawn; a row whose sum is zero or not finite draws ``floor
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from types import ModuleType
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from sparse_lab.sparsity.kernels._load import import_or_none, require
 
 BLOCK = 64  # entries per block: from 64 on, the block sums vectorize
 GROUP = 8  # entries per group inside a block
@@ -38,20 +39,13 @@ def available() -> bool:
     return _kernels_or_none() is not None
 
 
-@functools.cache
 def _kernels_or_none() -> ModuleType | None:
-    try:
-        from sparse_lab.sparsity import _walk_numba
-    except ImportError:  # the tensor walk serves every device then
-        return None
-    return _walk_numba
+    """The compiled walk, or None without numba (the tensor walk serves every device then)."""
+    return import_or_none("sparse_lab.sparsity._walk_numba")
 
 
 def _kernels() -> ModuleType:
-    kernels = _kernels_or_none()
-    if kernels is None:
-        raise RuntimeError("the compiled random walk needs numba: pip install numba")
-    return kernels
+    return require("sparse_lab.sparsity._walk_numba", "the compiled random walk")
 
 
 def supports(tensors: Sequence[Tensor]) -> bool:

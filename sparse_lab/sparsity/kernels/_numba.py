@@ -1,0 +1,137 @@
+"""The numba kernels behind :mod:`sparse_lab.sparsity.kernels` (imported on first use, as the walk's).
+
+Dense operands are feature-major (``(features, batch)``, C-contiguous): every inner loop runs over
+the batch, contiguous in memory, so it vectorizes. All kernels run on one thread: numba's thread
+pool waiting beside torch's OpenMP pool on this 2-core CPU made torch's own dense products in the
+same process up to 5 times slower (benchmarks/sparse_speed.py, 2 threads).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+FAST = {"reassoc", "nsz", "contract"}
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
+def _edge_grads(delta_t: np.ndarray, inputs_t: np.ndarray, rows: np.ndarray, cols: np.ndarray, grad: np.ndarray, bias_grad: np.ndarray) -> None:
+    """Into zeroed ``grad`` (out, in): ``delta_t[r] . inputs_t[c]`` at each edge ``(rows[p], cols[p])``;
+    into zeroed ``bias_grad`` (out, or empty: no bias): the visited rows' batch sums of ``delta_t``.
+    Feature-major operands (features, batch): each dot product runs over contiguous memory.
+    Duplicate edges write the same value twice."""
+    batch = delta_t.shape[1]
+    with_bias = bias_grad.shape[0] > 0
+    for p in range(rows.shape[0]):
+        d = delta_t[rows[p]]
+        a = inputs_t[cols[p]]
+        s = 0.0
+        for b in range(batch):
+            s += d[b] * a[b]
+        grad[rows[p], cols[p]] = s
+        if with_bias:
+            t = 0.0
+            for b in range(batch):
+                t += d[b]
+            bias_grad[rows[p]] = t
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
+def _accumulate_row(
+    acc: np.ndarray, indices: np.ndarray, weights: np.ndarray, positions: np.ndarray, dense_t: np.ndarray, k0: int, k1: int
+) -> None:
+    """``acc += sum_k weights[positions[k]] * dense_t[indices[k]]`` over the nonzeros ``k0:k1`` of one
+    CSR row (``weights``: a flat weight matrix, read where the mask is, so nothing is gathered first)."""
+    batch = acc.shape[0]
+    if batch == 1:  # a dot product: four independent sums keep the FMA pipeline full
+        s0 = s1 = s2 = s3 = 0.0
+        k = k0
+        while k + 3 < k1:
+            s0 += weights[positions[k]] * dense_t[indices[k], 0]
+            s1 += weights[positions[k + 1]] * dense_t[indices[k + 1], 0]
+            s2 += weights[positions[k + 2]] * dense_t[indices[k + 2], 0]
+            s3 += weights[positions[k + 3]] * dense_t[indices[k + 3], 0]
+            k += 4
+        while k < k1:
+            s0 += weights[positions[k]] * dense_t[indices[k], 0]
+            k += 1
+        acc[0] += (s0 + s1) + (s2 + s3)
+        return
+    k = k0
+    while k + 1 < k1:  # two nonzeros a pass: half the loads and stores of acc
+        w0 = weights[positions[k]]
+        w1 = weights[positions[k + 1]]
+        src0 = dense_t[indices[k]]
+        src1 = dense_t[indices[k + 1]]
+        for b in range(batch):
+            acc[b] += w0 * src0[b] + w1 * src1[b]
+        k += 2
+    if k < k1:
+        w0 = weights[positions[k]]
+        src0 = dense_t[indices[k]]
+        for b in range(batch):
+            acc[b] += w0 * src0[b]
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
+def _csr_matmul(
+    indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, positions: np.ndarray, dense_t: np.ndarray, out_t: np.ndarray
+) -> None:
+    """``out_t = A @ dense_t`` for the CSR matrix ``A`` (rows, k) whose entry ``k`` is
+    ``weights[positions[k]]``; ``dense_t`` (k, batch)."""
+    for i in range(out_t.shape[0]):
+        acc = out_t[i]
+        acc[:] = 0.0
+        _accumulate_row(acc, indices, weights, positions, dense_t, indptr[i], indptr[i + 1])
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
+def _csr_dots(indptr: np.ndarray, indices: np.ndarray, left_t: np.ndarray, right_t: np.ndarray, out: np.ndarray) -> None:
+    """Into zeroed ``out`` (rows, cols), at each entry ``(i, j)`` of the CSR pattern:
+    ``left_t[i] . right_t[j]`` (feature-major operands): ``left @ right^T`` sampled on the pattern,
+    a masked layer's weight gradient."""
+    batch = left_t.shape[1]
+    for i in range(out.shape[0]):
+        g = left_t[i]
+        for k in range(indptr[i], indptr[i + 1]):
+            j = indices[k]
+            a = right_t[j]
+            s = 0.0
+            for b in range(batch):
+                s += g[b] * a[b]
+            out[i, j] = s
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
+def _chain_forward(x_t: np.ndarray, chain: tuple, out: np.ndarray) -> None:
+    """A chain of CSR Linear layers with ReLU between them, feature-major ``x_t`` (widths[0], batch)
+    to batch-major ``out`` (batch, widths[-1]), all layers in one call. ``chain``: ``(indptr,
+    indices, values, positions, biases, row_starts, nnz_starts, widths)`` (``positions``: where in
+    ``values`` each nonzero is): layer ``l``'s rows are
+    ``indptr[row_starts[l] + l:row_starts[l + 1] + l + 1]`` (offsets relative to ``nnz_starts[l]``),
+    its biases ``biases[row_starts[l]:row_starts[l + 1]]``."""
+    indptr, indices, values, positions, biases, row_starts, nnz_starts, widths = chain
+    layers = widths.shape[0] - 1
+    batch = x_t.shape[1]
+    widest = 0
+    for l in range(1, widths.shape[0]):
+        widest = max(widest, widths[l])
+    a = x_t
+    h = np.empty((widest, batch), x_t.dtype)
+    spare = np.empty((widest, batch), x_t.dtype)
+    for l in range(layers):
+        r0 = row_starts[l]
+        n0 = nnz_starts[l]
+        last = l == layers - 1
+        for i in range(widths[l + 1]):
+            acc = h[i]
+            acc[:] = biases[r0 + i]
+            _accumulate_row(acc, indices, values, positions, a, n0 + indptr[r0 + l + i], n0 + indptr[r0 + l + i + 1])
+            if not last:
+                for b in range(batch):
+                    acc[b] = max(acc[b], 0.0)
+        a = h  # not a slice: a slice would type ``a`` as non-contiguous and stop the batch loops vectorizing
+        h, spare = spare, h
+    for i in range(widths[layers]):
+        for b in range(batch):
+            out[b, i] = a[i, b]

@@ -1,0 +1,158 @@
+"""A Linear layer over a fixed boolean mask whose forward, input gradient and weight gradient run on
+compiled CSR kernels, and dense ones where the layer is too dense for sparse kernels to pay."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sparse_lab.sparsity.kernels._load import DTYPES, available, compiled
+
+# Densities above which the dense kernels are faster on this 2-core CPU (benchmarks/sparse_speed.py,
+# "crossover", a 300x784 layer, 1 torch thread): sparse was faster up to 0.1 at batch 32 and up to
+# 0.2 at batch 128 (forward, and forward + backward); at batch 1 a single layer was slower at every
+# density measured (from 0.01: Python and dispatch cost more than the arithmetic saved), so small
+# batches take the dense kernels (the fused SparseChain has its own limit).
+DENSE_ABOVE = 0.1
+DENSE_ABOVE_SMALL_BATCH = 0.0
+SMALL_BATCH = 8
+
+
+def csr_matmul(indptr: Tensor, indices: Tensor, weight: Tensor, positions: Tensor, dense_t: Tensor, rows: int) -> Tensor:
+    """``A @ dense_t`` for the CSR matrix ``A`` (``rows`` x k) whose entry ``k`` is
+    ``weight.view(-1)[positions[k]]``, and a contiguous ``(k, batch)`` tensor."""
+    out_t = torch.empty(rows, dense_t.shape[1], dtype=dense_t.dtype)
+    flat = weight.detach().reshape(-1).numpy()
+    compiled()._csr_matmul(indptr.numpy(), indices.numpy(), flat, positions.numpy(), dense_t.numpy(), out_t.numpy())
+    return out_t
+
+
+class _SparseLinearFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, layer: SparseLinear) -> Tensor:
+        x_t = x.t().contiguous()  # free when x came transposed from the layer below
+        ctx.save_for_backward(x_t, weight)
+        ctx.layer = layer
+        return layer._sparse_forward(x_t, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        x_t, weight = ctx.saved_tensors
+        layer: SparseLinear = ctx.layer
+        go_t = grad_out.t().contiguous()
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = csr_matmul(layer.csc_indptr, layer.csc_indices, weight, layer.csc_positions, go_t, layer.in_features).t()
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.zeros_like(weight)
+            compiled()._csr_dots(layer.csr_indptr.numpy(), layer.csr_indices.numpy(), go_t.numpy(), x_t.numpy(), grad_w.numpy())
+        grad_b = grad_out.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None
+
+
+class SparseLinear(nn.Module):
+    """``y = x (W * mask)^T + b`` over a fixed boolean ``mask``: ``nn.Linear``'s output and gradients
+    of the masked layer (the weight gradient is zero outside the mask), computed with compiled CSR
+    kernels on the CPU where the layer's density is at most the crossover for the batch size
+    (:data:`DENSE_ABOVE`, :data:`DENSE_ABOVE_SMALL_BATCH`), and with torch's dense kernels elsewhere
+    (denser layers, other devices, other dtypes).
+
+    ``weight`` stays a dense Parameter of the Linear's shape (zero outside the mask), and ``bias`` a
+    Parameter, so optimizers, checkpoints and state-dict keys are those of ``nn.Linear``; the mask is
+    a non-persistent buffer (its owner saves it). ``dense_above``: a density above which to use
+    the dense kernels at every batch size instead of the measured crossovers (1: always sparse on
+    the CPU; -1: always dense). The CSR structure is built from the mask once;
+    each call gathers the current weight values into it. Inputs are 2-D ``(batch, in_features)``.
+    """
+
+    def __init__(
+        self,
+        weight: Tensor | nn.Parameter,
+        mask: Tensor,
+        bias: Tensor | nn.Parameter | None = None,
+        dense_above: float | None = None,
+    ) -> None:
+        super().__init__()
+        if mask.shape != weight.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} differs from weight shape {tuple(weight.shape)}")
+        self.out_features, self.in_features = weight.shape
+        self.weight = weight if isinstance(weight, nn.Parameter) else nn.Parameter(weight.detach().clone())
+        self.bias = bias if isinstance(bias, nn.Parameter) or bias is None else nn.Parameter(bias.detach().clone())
+        mask = mask.to(device=weight.device, dtype=torch.bool)
+        with torch.no_grad():
+            self.weight.masked_fill_(~mask, 0)
+        self.register_buffer("mask", mask, persistent=False)
+        self.nnz = int(mask.sum())
+        self.density = self.nnz / max(1, mask.numel())
+        self.dense_above = dense_above
+        self._build_structure(mask.cpu())
+
+    def _build_structure(self, mask: Tensor) -> None:
+        """CSR of the mask (row pointers, column indices, flat positions in ``weight``) and CSR of its
+        transpose, both int64 on the CPU."""
+        rows, cols = mask.nonzero(as_tuple=True)
+        self.csr_indptr = row_pointers(rows, self.out_features)
+        self.csr_indices = cols.contiguous()
+        self.csr_positions = rows * self.in_features + cols
+        cols_t, rows_t = mask.t().nonzero(as_tuple=True)  # sorted by column of the weight
+        self.csc_indptr = row_pointers(cols_t, self.in_features)
+        self.csc_indices = rows_t.contiguous()
+        self.csc_positions = rows_t * self.in_features + cols_t
+
+    def density_limit(self, batch: int) -> float:
+        """The density up to which a batch of ``batch`` samples runs on the sparse kernels."""
+        if self.dense_above is not None:
+            return self.dense_above
+        return DENSE_ABOVE if batch >= SMALL_BATCH else DENSE_ABOVE_SMALL_BATCH
+
+    def uses_sparse_kernels(self, batch: int, limit: float | None = None) -> bool:
+        """Whether a batch of ``batch`` samples goes through the compiled sparse kernels (``limit``:
+        instead of :meth:`density_limit`)."""
+        limit = self.density_limit(batch) if limit is None else limit
+        weight = self.weight
+        return self.density <= limit and weight.is_cpu and weight.dtype in DTYPES and available()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.uses_sparse_kernels(x.shape[0]) or x.dtype != self.weight.dtype:
+            weight = self.weight * self.mask if torch.is_grad_enabled() and self.weight.requires_grad else self.weight
+            return F.linear(x, weight, self.bias)
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return _SparseLinearFn.apply(x, self.weight, self.bias, self)
+        return self._sparse_forward(x.t().contiguous(), self.weight, self.bias)
+
+    def _sparse_forward(self, x_t: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        y = csr_matmul(self.csr_indptr, self.csr_indices, weight, self.csr_positions, x_t, self.out_features).t()
+        return y + bias.detach() if bias is not None else y
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, density={self.density:.4f}"
+
+
+def row_pointers(sorted_rows: Tensor, n_rows: int) -> Tensor:
+    """CSR row pointers from the (sorted) row index of every stored entry."""
+    counts = torch.bincount(sorted_rows, minlength=n_rows)
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+
+def sparsify_linears(model: nn.Module, masks: Mapping[str, Tensor], dense_above: float | None = None) -> dict[str, SparseLinear]:
+    """Replace, in place, each ``nn.Linear`` of ``model`` whose weight is named in ``masks``
+    (``{"net.1.weight": bool mask}``) by a :class:`SparseLinear` over that mask, sharing the
+    Linear's Parameter objects (an optimizer built before keeps working; their values outside the
+    mask are zeroed). ``dense_above`` as :class:`SparseLinear`'s. Returns the new layers by module
+    name."""
+    replaced = {}
+    for param_name, mask in masks.items():
+        module_name, _, leaf = param_name.rpartition(".")
+        linear = model.get_submodule(module_name)
+        if leaf != "weight" or type(linear) is not nn.Linear:
+            raise ValueError(f"{param_name!r} is not the weight of an nn.Linear in {type(model).__name__}")
+        layer = SparseLinear(linear.weight, mask, linear.bias, dense_above)
+        parent_name, _, child = module_name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, layer)
+        replaced[module_name] = layer
+    return replaced

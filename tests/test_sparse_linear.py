@@ -1,0 +1,116 @@
+"""SparseLinear and SparseChain against the masked dense layer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sparse_lab.sparsity.kernels import SparseChain, SparseLinear, sparsify_linears
+from sparse_lab.sparsity.kernels.sparse_linear import DENSE_ABOVE_SMALL_BATCH
+
+
+def masked_case(out_f: int, in_f: int, density: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn(out_f, in_f, generator=gen)
+    mask = torch.rand(out_f, in_f, generator=gen) < density
+    if out_f > 2:
+        mask[1] = False  # an empty row
+    return weight, mask, torch.randn(out_f, generator=gen)
+
+
+@pytest.mark.parametrize("dense_above", [1.0, -1.0, None])  # always sparse kernels, always dense, measured crossover
+@pytest.mark.parametrize(
+    ("out_f", "in_f", "density", "batch"),
+    [(30, 50, 0.05, 7), (30, 50, 0.3, 16), (64, 200, 0.02, 130), (5, 3, 1.0, 4), (12, 9, 0.0, 5), (1, 40, 0.5, 1)],
+)
+def test_forward_and_both_gradients_equal_the_masked_dense_layer(
+    out_f: int, in_f: int, density: float, batch: int, dense_above: float | None
+) -> None:
+    weight, mask, bias = masked_case(out_f, in_f, density)
+    layer = SparseLinear(weight.clone(), mask, bias.clone(), dense_above=dense_above)
+    assert layer.nnz == int(mask.sum()) and torch.equal(layer.weight != 0, mask & (weight != 0))
+    if dense_above is not None:
+        assert layer.uses_sparse_kernels(batch) == (dense_above > 0)
+    ref_w, ref_b = nn.Parameter(weight.clone()), nn.Parameter(bias.clone())
+    x = torch.randn(batch, in_f, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    y, y_ref = layer(x), nn.functional.linear(x_ref, ref_w * mask, ref_b)
+    g = torch.randn_like(y_ref)
+    y.backward(g)
+    y_ref.backward(g)
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-5)
+    assert torch.allclose(layer.weight.grad, ref_w.grad, atol=1e-5)
+    assert torch.allclose(layer.bias.grad, ref_b.grad, atol=1e-5)
+    assert not layer.weight.grad[~mask].any()
+    with torch.no_grad():
+        assert torch.allclose(layer(x), y_ref, atol=1e-5)
+
+
+def test_sparse_kernels_are_taken_below_the_crossover_only() -> None:
+    weight, mask, bias = masked_case(40, 60, 0.05)
+    assert SparseLinear(weight, mask, bias).uses_sparse_kernels(128)
+    assert not SparseLinear(weight, torch.ones_like(mask), bias).uses_sparse_kernels(128)
+    assert not SparseLinear(weight, mask, bias, dense_above=-1).uses_sparse_kernels(128)
+    assert SparseLinear(weight.double(), mask, bias.double()).uses_sparse_kernels(128)
+    assert not SparseLinear(weight.half(), mask, bias.half()).uses_sparse_kernels(128)
+    small = SparseLinear(weight, mask, bias)
+    assert small.uses_sparse_kernels(1) is (small.density <= DENSE_ABOVE_SMALL_BATCH)
+
+
+def test_sparsify_linears_swaps_named_layers_and_keeps_parameters_and_state_dict_keys() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4))
+    keys = model.state_dict().keys()
+    weight0 = model[0].weight
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    mask = torch.rand(16, 20) < 0.1
+    replaced = sparsify_linears(model, {"0.weight": mask}, dense_above=1.0)
+    assert list(replaced) == ["0"] and isinstance(model[0], SparseLinear) and type(model[2]) is nn.Linear
+    assert model[0].weight is weight0 and model.state_dict().keys() == keys
+    assert int((model[0].weight != 0).sum()) == int(mask.sum())
+    x = torch.randn(8, 20)
+    nn.functional.mse_loss(model(x), torch.zeros(8, 4)).backward()
+    optimizer.step()
+    assert not model[0].weight[~mask].any()  # a masked weight's gradient is zero, so SGD keeps it at zero
+    with torch.no_grad():  # the layer reads the stepped weights, not values gathered before the step
+        assert torch.allclose(model[0](x), nn.functional.linear(x, model[0].weight, model[0].bias), atol=1e-6)
+    with pytest.raises(ValueError, match="not the weight of an nn.Linear"):
+        sparsify_linears(model, {"1.weight": mask})
+
+
+@pytest.mark.parametrize("batch", [1, 3, 40])
+def test_fused_chain_equals_the_masked_dense_mlp(batch: int) -> None:
+    torch.manual_seed(batch)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(48, 30), nn.ReLU(), nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 5))
+    with torch.no_grad():
+        for lin in (mlp[1], mlp[3], mlp[5]):
+            lin.weight.mul_(torch.rand_like(lin.weight) < 0.04)
+        mlp[3].weight[2] = 0  # an empty row
+    chain = SparseChain.from_linears([mlp[1], mlp[3], mlp[5]])
+    for layer in chain.layers:
+        layer.dense_above = 1.0  # every layer on the sparse kernels: the fused call
+    x = torch.randn(batch, 3, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(chain(x), mlp(x), atol=1e-5)
+        chain.layers[1].dense_above = -1.0  # one dense layer: layer by layer
+        assert torch.allclose(chain(x), mlp(x), atol=1e-5)
+
+
+def test_weights_changed_by_fused_adam_reach_forward_and_backward() -> None:
+    weight, mask, bias = masked_case(20, 30, 0.1)
+    layer = SparseLinear(weight, mask, bias, dense_above=1.0)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.1, fused=True)
+    x = torch.randn(16, 30, requires_grad=True)
+    for _ in range(3):
+        optimizer.zero_grad()
+        layer(x).square().sum().backward()
+        optimizer.step()
+    x.grad = None
+    y = layer(x)
+    y.sum().backward()
+    reference = x.detach().requires_grad_()
+    expected = nn.functional.linear(reference, layer.weight.detach(), layer.bias.detach())
+    expected.sum().backward()
+    assert torch.allclose(y, expected, atol=1e-5) and torch.allclose(x.grad, reference.grad, atol=1e-5)
