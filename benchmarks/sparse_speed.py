@@ -177,7 +177,7 @@ def masked_training(inputs: torch.Tensor, labels: torch.Tensor, density: float, 
 
     def masked_forward(x: torch.Tensor) -> torch.Tensor:
         h = x.flatten(1)
-        for i, lin in enumerate(masked.linears):  # prune's forward: weight = weight_orig * mask
+        for i, lin in enumerate(masked.linears):  # a masked dense forward: weight * mask
             h = F.linear(h, lin.weight * mask_of[lin.weight], lin.bias)
             h = torch.relu(h) if i < len(masked.linears) - 1 else h
         return h

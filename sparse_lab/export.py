@@ -4,7 +4,7 @@
 ``config_resolved.yaml`` and ``checkpoints/last.ckpt`` and writes ``RUN_DIR/sparse_model.pt``: the
 model config, the input shape and class count, and the trained weights, each Linear weight stored
 as CSR arrays of its nonzero entries (masked weights are exactly zero after training; checkpoints
-of ``torch.nn.utils.prune`` hold ``weight_orig`` and ``weight_mask``, converted to their product).
+of the earlier prune-based code are converted by :mod:`sparse_lab.sparsity.legacy`).
 :func:`load_sparse_model` turns that file into an ``nn.Module`` in eval mode: an MLP becomes a
 :class:`~sparse_lab.sparsity.kernels.SparseChain` (one compiled call for the whole net), any other
 model keeps its layers and has its Linear layers swapped for
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from sparse_lab.models import MLP
 from sparse_lab.sparsity.kernels import SparseChain, sparsify_linears
+from sparse_lab.sparsity.legacy import convert_pruned_state_dict
 from sparse_lab.sparsity.kernels.sparse_linear import row_pointers
 
 FORMAT = "sparse_lab.sparse_model/1"
@@ -34,16 +35,13 @@ MODEL_PREFIX = "model."
 
 def model_state(checkpoint_state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The model's own state dict from a Lightning checkpoint's: the ``model.`` entries without the
-    prefix (and without ``torch.compile``'s ``_orig_mod.``), pruned weights folded into plain ones."""
+    prefix (and without ``torch.compile``'s ``_orig_mod.``); old prune-based layouts converted."""
     state = {
         key[len(MODEL_PREFIX):].replace("_orig_mod.", ""): value
         for key, value in checkpoint_state.items()
         if key.startswith(MODEL_PREFIX)
     }
-    for key in [k for k in state if k.endswith("_orig")]:
-        name = key[: -len("_orig")]
-        state[name] = state.pop(key) * state.pop(f"{name}_mask")
-    return state
+    return convert_pruned_state_dict(state)[0]
 
 
 def build_model(model_cfg: Mapping[str, Any], input_shape: Sequence[int], num_classes: int) -> nn.Module:

@@ -121,9 +121,9 @@ class LotteryTicket(Train):
             ("rewind_step", rewind_step, is_int(rewind_step, 0), "an integer >= 0 (0: rewind to theta_0)"),
             ("stop_on_miss", stop_on_miss, isinstance(stop_on_miss, bool), "true or false"),
             ("control", control, control in (True, False, "reinit", "shuffle"), "true, false, reinit or shuffle"),
-            ("final_sparsity", final_sparsity, final_sparsity is None or (is_number(final_sparsity, 0, 1, open_low=True)
+            ("final_sparsity", final_sparsity, final_sparsity is None or (is_number(final_sparsity, 0, 1)
                                                                        and final_sparsity < 1 and is_int(rounds, 2)),
-             "null or a number in (0, 1), with rounds >= 2"),
+             "null or a number in [0, 1), with rounds >= 2"),
         ]
         problems = [f"{name}={value!r} is invalid: it must be {valid}" for name, value, ok, valid in checks if not ok]
         if problems:
