@@ -53,7 +53,7 @@ LENET = (300, 100)
 QUIET = ["callbacks.progress_bar=null", "+trainer.enable_progress_bar=false"]
 PRUNED_RUN = [
     "method=progressive", "sparsity=0.95", "epochs=2", f"model.hidden=[{LENET[0]},{LENET[1]}]",
-    "method.callbacks.pruning_schedule.schedule._target_=sparse_lab.sparsity.LinearExactSchedule",
+    "method.callbacks.pruner.schedule._target_=sparse_lab.sparsity.LinearExactSchedule",
 ]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sparse_lab.errors import ConfigError
+from sparse_lab.sparsity.select import SCOPES
 
 Check = Callable[[Any], bool]
 
@@ -120,7 +121,9 @@ RULES: list[tuple[str, Check, str]] = [
     ("data.std", _numbers(_positive_number), "null or a list of finite numbers > 0, one per channel"),
     ("method.module.optimizer.weight_decay", lambda v: is_number(v, 0), "a finite number >= 0"),
     ("method.callbacks.update_stats.changed_every_n_steps", _int(1), "an integer >= 1"),
-    ("method.callbacks.pruning_schedule.scope", _choice("global", "layer"), "one of: global, layer"),
+    ("method.callbacks.pruner.scope", _choice(*SCOPES), f"one of: {', '.join(SCOPES)}"),
+    ("method.callbacks.pruner.rounds", _int(1), "an integer >= 1"),
+    ("method.callbacks.dynamic_sparsity.distribution", _choice(*SCOPES[2:]), f"one of: {', '.join(SCOPES[2:])}"),
     ("trainer.log_every_n_steps", _int(1), "an integer >= 1"),
     ("callbacks.progress_bar.refresh_interval_s", _positive_number, "a finite number > 0 (seconds)"),
 ]

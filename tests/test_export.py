@@ -18,7 +18,7 @@ from sparse_lab.sparsity.kernels import SparseChain, SparseLinear
 from tests.conftest import REPO, make_cfg
 
 PRUNED = ["method=progressive", "sparsity=0.9", "epochs=2", "model.hidden=[64,32]", "+trainer.limit_train_batches=3",
-          "method.callbacks.pruning_schedule.schedule._target_=sparse_lab.sparsity.LinearExactSchedule"]
+          "method.callbacks.pruner.schedule._target_=sparse_lab.sparsity.LinearExactSchedule"]
 
 
 def trained_model(run_dir: Path) -> MLP:
