@@ -279,3 +279,23 @@ def test_effective_sparsity_counts_weights_on_no_input_to_output_path() -> None:
     cnn = SmallCNN((1, 28, 28), 10)  # max-pools and convolutions: a dense net is fully effective
     dense = MaskSet(cnn)
     assert dense.sparsity((1, 28, 28))["sparsity/effective"] == 0.0
+
+
+def test_an_optimizer_outside_keep_zeros_has_its_weights_masked_after_each_step() -> None:
+    class Noisy(torch.optim.SGD):
+        """Moves every weight, whatever its gradient: only re-masking after the step keeps pruned ones at 0."""
+
+        @torch.no_grad()
+        def step(self, closure=None):  # type: ignore[override]
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.add_(0.01)
+
+    model = lth_net()
+    masks = MaskSet(model)
+    opt = Noisy(model.parameters(), lr=0.1)
+    masks.attach([opt])
+    masks.update(keep_top(scores.magnitude(masks), 1000))
+    train_steps(model, opt, 3)
+    assert all((p[~masks.masks[n]] == 0).all() for n, p in masks.params.items())
+    assert model.net[1].bias.abs().sum() > 0  # the step did run

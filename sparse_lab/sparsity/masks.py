@@ -21,6 +21,9 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+# Optimizers whose step keeps a weight exactly 0 when it, its gradient and its state are 0 (momentum,
+# (decoupled) weight decay and Adam's moments all stay 0): no weight masking needed after their steps.
+KEEP_ZEROS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
 
 
 def mask_gradients(params: Sequence[Tensor], masks: Sequence[Tensor]) -> None:
@@ -115,7 +118,7 @@ class MaskSet:
 
     - :meth:`attach` an optimizer and the masks enforce themselves around its every step: the
       gradients are masked before it (after the dense gradient is kept, when
-      ``keep_dense_grads`` is set) and the weights after it;
+      ``keep_dense_grads`` is set) and the weights after it (see :meth:`attach`);
     - :meth:`update` shrinks or grows the masks during training, zeroing what is pruned and the
       optimizer state of every changed entry; a grown entry starts at ``grow_value``;
     - :meth:`state_dict` / :meth:`load_state_dict` by parameter name;
@@ -250,7 +253,9 @@ class MaskSet:
     def attach(self, optimizers: Iterable[torch.optim.Optimizer]) -> None:
         """Enforce the masks around every step of ``optimizers`` (torch step hooks) until :meth:`detach`.
 
-        Masked optimizer state is zeroed now (a restored or reused optimizer may hold some).
+        Masked optimizer state is zeroed now (a restored or reused optimizer may hold some). The
+        weights are masked again after each step of an optimizer not in :data:`KEEP_ZEROS`; those
+        leave a zero weight with a zero gradient and zero state exactly zero by their arithmetic.
         """
         self.detach()
         self.refresh()
@@ -261,7 +266,8 @@ class MaskSet:
                 continue
             self._optimizers.append(optimizer)
             self._handles.append(optimizer.register_step_pre_hook(self._before_step))
-            self._handles.append(optimizer.register_step_post_hook(self._after_step))
+            if type(optimizer) not in KEEP_ZEROS:
+                self._handles.append(optimizer.register_step_post_hook(self._after_step))
             mask_optimizer_state(optimizer, list(params.values()), [self.masks[n] for n in self.names])
 
     def detach(self) -> None:
