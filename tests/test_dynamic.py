@@ -51,7 +51,8 @@ def test_rigl_grows_where_the_dense_gradient_is_largest() -> None:
         model[0].weight.copy_(torch.tensor([[1.0, 0.1, 0, 0], [0.2, 2.0, 0, 0], [3.0, 0.3, 0, 0]]))
     masks.set({"0.weight": mask})
     masks.dense_grads = {"0.weight": torch.tensor([[0.0, 0.0, -5.0, 0.1], [0.0, 9.0, 0.2, 0.3], [0.0, 0.0, 0.1, 4.0]])}
-    moved = cb.move(0, SimpleNamespace(estimated_stepping_batches=100))
+    cb.on_train_start(SimpleNamespace(estimated_stepping_batches=100), None)
+    moved = cb.move(0)
     # drop floor(0.5 * 6) = 3: the smallest active |w| (0.1, 0.2, 0.3); grow 3 where |g| is largest among
     # the entries not kept: 5.0 at (0, 2), 4.0 at (2, 3), 0.3 at (1, 3) (9.0 at (1, 1) is kept already)
     assert moved == 3

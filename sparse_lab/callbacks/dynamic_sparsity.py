@@ -58,6 +58,7 @@ class DynamicSparsity(MaskEnforcer):
         self.update_every, self.end, self.seed = update_every, end, seed
         self.started = False
         self.updates = 0
+        self.end_step = 1  # t_end in optimizer steps, set when training starts
         # Made in on_fit_start: a torch.Generator does not survive ddp_spawn's pickling into the workers.
         self.generator: torch.Generator | None = None
         self._generator_state: torch.Tensor | None = None
@@ -68,8 +69,9 @@ class DynamicSparsity(MaskEnforcer):
         if self._generator_state is not None:
             self.generator.set_state(self._generator_state)
 
-    def _end_step(self, trainer: L.Trainer) -> int:
-        return max(1, int(self.end * trainer.estimated_stepping_batches))
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # t_end in optimizer steps, once a fit: estimated_stepping_batches is not free per batch.
+        self.end_step = max(1, int(self.end * trainer.estimated_stepping_batches))
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
@@ -77,24 +79,24 @@ class DynamicSparsity(MaskEnforcer):
             self.started = True
             initial = scores.random(self.masks, seed=self.seed)
             self.masks.update(select(initial, 1 - self.sparsity, self.distribution, active=self.masks.masks))
-        self.masks.keep_dense_grads = self.growth == "gradient" and self._is_update_step(trainer.global_step + 1, trainer)
+        self.masks.keep_dense_grads = self.growth == "gradient" and self._is_update_step(trainer.global_step + 1)
 
-    def _is_update_step(self, step: int, trainer: L.Trainer) -> bool:
+    def _is_update_step(self, step: int) -> bool:
         """Whether the masks move after optimizer step number ``step`` (counted from 1)."""
-        return self.update_every is not None and step % self.update_every == 0 and step < self._end_step(trainer)
+        return self.update_every is not None and step % self.update_every == 0 and step < self.end_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._is_update_step(trainer.global_step, trainer):
-            self.move(trainer.global_step, trainer)
+        if self._is_update_step(trainer.global_step):
+            self.move(trainer.global_step)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.update_every is None and trainer.global_step < self._end_step(trainer):
-            self.move(trainer.global_step, trainer)
+        if self.update_every is None and trainer.global_step < self.end_step:
+            self.move(trainer.global_step)
         super().on_train_epoch_end(trainer, pl_module)
 
-    def move(self, step: int, trainer: L.Trainer) -> int:
-        """Drop and grow once at ``step``; the number of entries moved."""
-        fraction = self.drop_fraction(step, self._end_step(trainer))
+    def move(self, step: int) -> int:
+        """Drop and grow once at ``step`` (of ``end_step``); the number of entries moved."""
+        fraction = self.drop_fraction(step, self.end_step)
         if self.growth == "gradient":
             grow = scores.gradient_magnitude(self.masks)
         else:

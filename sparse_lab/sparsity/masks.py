@@ -45,7 +45,7 @@ def mask_optimizer_state(optimizer: torch.optim.Optimizer, params: Sequence[Tens
     for param, mask in zip(params, masks):
         for value in optimizer.state.get(param, {}).values():
             if isinstance(value, Tensor) and value.shape == param.shape:
-                value.mul_(mask.to(value.dtype))
+                value.masked_fill_(~mask.bool(), 0)
 
 
 def prunable_parameters(
@@ -222,11 +222,8 @@ class MaskSet:
             pruned, grown = pruned + int(gone.sum()), grown + int(born.sum())
             param.masked_fill_(gone, 0.0)
             param.masked_fill_(born, grow_value)
-            changed = gone | born
             for optimizer in self._optimizers:
-                for value in optimizer.state.get(param, {}).values():
-                    if isinstance(value, Tensor) and value.shape == param.shape:
-                        value.masked_fill_(changed, 0)
+                mask_optimizer_state(optimizer, [param], [~(gone | born)])
         self.masks = new
         self._factors = None
         return {"pruned": pruned, "grown": grown}
