@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import resource
@@ -15,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from sparse_lab.atomic import atomic_write_text
+from sparse_lab import run_record
 
 
 def _cuda_in_use() -> bool:
@@ -24,9 +23,9 @@ def _cuda_in_use() -> bool:
 
 def peak_memory_mb() -> dict[str, float]:
     """Peak resident memory of this process, and peak CUDA memory allocated when CUDA is in use."""
-    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out = {run_record.PEAK_RSS: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if _cuda_in_use():
-        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out[run_record.PEAK_CUDA] = torch.cuda.max_memory_allocated() / 2**20
     return out
 
 
@@ -41,7 +40,8 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 class MetricsJSONWriter(Callback):
-    """Keeps ``{"status", "epochs": [...], "test": {...}, ...}`` up to date on disk.
+    """Keeps ``{"status", "epochs": [...], "test": {...}, ...}`` up to date on disk (the schema:
+    :mod:`sparse_lab.run_record`).
 
     One row per training epoch (train and per-epoch eval metrics, train and epoch wall time,
     peak memory: ``peak_rss_mb`` of the process; on a GPU ``train_peak_cuda_mb``, the epoch's
@@ -57,7 +57,7 @@ class MetricsJSONWriter(Callback):
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.record: dict[str, Any] = {"status": "running", "epochs": [], "test": None}
+        self.record: dict[str, Any] = run_record.new()
         self._t_fit = self._t_epoch = 0.0
         self._train_time: float | None = None
         self._train_peak: dict[str, float] = {}
@@ -71,7 +71,7 @@ class MetricsJSONWriter(Callback):
 
     def _reload(self) -> None:
         if self.path.is_file():
-            self.record = json.loads(self.path.read_text())
+            self.record = run_record.read(self.path)
 
     def update(self, **fields: Any) -> None:
         """Set top-level ``fields`` in the file's record (re-read first) and write it."""
@@ -84,7 +84,7 @@ class MetricsJSONWriter(Callback):
         # reaches metrics.json only at the next hook: a resumed run must not lose it.
         record = dict(self.record)
         if self._pending is not None and self._trainer is not None:
-            record["epochs"] = [*self.record["epochs"], {**self._pending, **_scalars(self._trainer.callback_metrics)}]
+            record[run_record.EPOCHS] = [*self.record[run_record.EPOCHS], {**self._pending, **_scalars(self._trainer.callback_metrics)}]
         return {"record": record}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -94,11 +94,11 @@ class MetricsJSONWriter(Callback):
         """Replace the file with the record (global rank 0 only)."""
         if self._trainer is not None and not self._trainer.is_global_zero:
             return
-        atomic_write_text(self.path, json.dumps(self.record, indent=2))
+        run_record.write(self.path, self.record)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t_fit = self._t_epoch = time.perf_counter()  # a fit resumed within an epoch starts no epoch
-        self.record["status"] = "running"
+        self.record[run_record.STATUS] = run_record.RUNNING
         self.write()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -112,7 +112,7 @@ class MetricsJSONWriter(Callback):
     def _end_training_phase(self) -> None:
         self._train_time = time.perf_counter() - self._t_epoch
         if _cuda_in_use():  # training alone, before the epoch's evaluation allocates its own
-            self._train_peak = {"train_peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20}
+            self._train_peak = {run_record.TRAIN_PEAK_CUDA: torch.cuda.max_memory_allocated() / 2**20}
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit" and self._train_time is None:
@@ -122,10 +122,10 @@ class MetricsJSONWriter(Callback):
         if self._train_time is None:  # no evaluation this epoch
             self._end_training_phase()
         self._pending = {
-            "epoch": trainer.current_epoch,
-            "step": trainer.global_step,
-            "train_time_s": self._train_time,
-            "epoch_time_s": time.perf_counter() - self._t_epoch,
+            run_record.EPOCH: trainer.current_epoch,
+            run_record.STEP: trainer.global_step,
+            run_record.TRAIN_TIME: self._train_time,
+            run_record.EPOCH_TIME: time.perf_counter() - self._t_epoch,
             **self._train_peak,
             **peak_memory_mb(),
         }
@@ -137,27 +137,27 @@ class MetricsJSONWriter(Callback):
             return
         row = {**self._pending, **_scalars(trainer.callback_metrics)}
         self._pending = None
-        self.record["epochs"].append(row)
+        self.record[run_record.EPOCHS].append(row)
         self.write()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush_epoch(trainer)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.record["fit_time_s"] = time.perf_counter() - self._t_fit
+        self.record[run_record.FIT_TIME] = time.perf_counter() - self._t_fit
         self.record.update(peak_memory_mb())
         self.write()
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         test = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("test/")}
-        self.record["test"] = test
-        self.record["status"] = "completed"
+        self.record[run_record.TEST] = test
+        self.record[run_record.STATUS] = run_record.COMPLETED
         self.record.update(peak_memory_mb())
         self.write()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._flush_epoch(trainer)
         # SIGTERM (preemption) stops a run that resume= continues: not a failure of the run itself
-        self.record["status"] = "interrupted" if isinstance(exception, SIGTERMException) else "failed"
-        self.record["error"] = f"{type(exception).__name__}: {exception}"
+        self.record[run_record.STATUS] = run_record.INTERRUPTED if isinstance(exception, SIGTERMException) else run_record.FAILED
+        self.record[run_record.ERROR] = f"{type(exception).__name__}: {exception}"
         self.write()

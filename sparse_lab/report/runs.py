@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from sparse_lab import run_record
+
 
 @dataclass
 class Run:
@@ -26,14 +28,14 @@ class Run:
 
     @property
     def status(self) -> str:
-        return self.metrics.get("status", "no metrics")
+        return self.metrics.get(run_record.STATUS, "no metrics")
 
     def final(self, key: str) -> float | None:
         """A final value: from the test results, else from the last epoch row."""
-        test = self.metrics.get("test") or {}
+        test = self.metrics.get(run_record.TEST) or {}
         if key in test:
             return test[key]
-        epochs = self.metrics.get("epochs") or []
+        epochs = run_record.epoch_rows(self.metrics)
         return epochs[-1].get(key) if epochs else None
 
 
@@ -67,14 +69,13 @@ def _choices(run_dir: Path) -> dict[str, str]:
 
 def find_runs(root: Path) -> list[Run]:
     """Every dir below ``root`` (itself included) that holds a ``.hydra`` folder or a ``metrics.json``."""
-    dirs = {p.parent for p in root.rglob("metrics.json")} | {p.parent for p in root.rglob(".hydra")}
+    dirs = {p.parent for p in root.rglob(run_record.FILENAME)} | {p.parent for p in root.rglob(".hydra")}
     # A run's own sub-runs (e.g. the rounds of a lottery run) are part of it, not runs of the sweep.
     dirs = {d for d in dirs if not any(parent in dirs for parent in d.parents)}
     runs = []
     for d in sorted(dirs):
-        metrics_path = d / "metrics.json"
         try:
-            metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+            metrics = run_record.read_run(d) or {}
         except json.JSONDecodeError:
             metrics = {"status": "unreadable metrics.json"}
         runs.append(Run(d, _overrides(d), metrics, _choices(d)))
