@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -13,11 +12,11 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from sparse_lab.errors import ConfigError
+from sparse_lab.protocols.base import Protocol, TrainerFactory
 
 log = logging.getLogger("sparse_lab")
 
 C = TypeVar("C", bound=Callback)
-TrainerFactory = Callable[..., L.Trainer]  # (run_dir, extra_callbacks=()) -> a fresh Trainer
 
 
 def find_callback(trainer: L.Trainer, cls: type[C]) -> C | None:
@@ -88,10 +87,11 @@ def fit_and_test(
     return {k: float(v) for k, v in results[0].items()} if results else {}
 
 
-class Train:
+class Train(Protocol):
     """Fit ``module`` on ``datamodule`` once, then test it. ``resume=`` continues from a checkpoint."""
 
     def check_resume(self, resume: str | None) -> None:
+        """``resume`` must name a checkpoint that loads, or a run dir holding one (see :func:`resume_checkpoint`)."""
         resume_checkpoint(resume)
 
     def run(
