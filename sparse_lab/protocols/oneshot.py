@@ -9,8 +9,8 @@ import lightning as L
 
 from sparse_lab.callbacks.metrics_json import MetricsJSONWriter
 from sparse_lab.errors import ConfigError
-from sparse_lab.plots import decorate, new_axes, save
 from sparse_lab.protocols.train import TrainerFactory, Train, find_callback, fit_and_test, resume_checkpoint
+from sparse_lab.report.figures import oneshot_figure
 from sparse_lab.sparsity import MaskSet, keep_above_percentile, scores
 from sparse_lab.validation import is_number
 
@@ -62,11 +62,6 @@ class OneShotPruning(Train):
         if writer is not None:  # re-reads the file: under ddp_spawn the epoch rows were written by other processes
             writer.update(oneshot=rows, test=dict(dense))
         if trainer.is_global_zero:
-            self._plot(rows, Path(trainer.default_root_dir), trainer)
+            oneshot_figure(rows, Path(trainer.default_root_dir) / "oneshot.png", self.target,
+                           getattr(trainer.logger, "experiment", None))
         return dense
-
-    def _plot(self, rows: list[dict], out_dir: Path, trainer: L.Trainer) -> None:
-        fig, ax = new_axes()
-        ax.plot([100 * r["sparsity"] for r in rows], [r["test/acc"] for r in rows], marker="o", label="one-shot, no retraining")
-        decorate(ax, "sparsity (%)", "test accuracy", "One-shot magnitude pruning", self.target)
-        save(fig, out_dir / "oneshot.png", getattr(trainer.logger, "experiment", None), "oneshot/accuracy_vs_sparsity")

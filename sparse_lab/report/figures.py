@@ -1,14 +1,18 @@
-"""Figures for a sweep, chosen by what its runs contain. Each returns the saved PNG paths."""
+"""Every figure sparse_lab draws from results: a sweep's, chosen by what its runs contain, and the ones
+a protocol saves in its own run dir as it ends (``lottery.png``, ``control_curve.png``, ``oneshot.png``)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from sparse_lab.plots import decorate, plt, save
+from sparse_lab import run_record
+from sparse_lab.plots import decorate, new_axes, plt, save
 from sparse_lab.report.runs import Run
 
 ACC = "test/acc"
@@ -176,8 +180,8 @@ def oneshot_levels(runs: Sequence[Run]) -> list[dict]:
 
 def pruning_figure(levels: Sequence[dict], runs: Sequence[Run], target: float | None) -> Figure | None:
     """Accuracy against sparsity: one-shot levels (mean, std and range over runs) and each lottery
-    run's IMP rounds with its random-reinit control; the target as a line."""
-    lotteries = [r for r in runs if r.metrics.get("lottery")]
+    run's IMP rounds with its control; the target as a line."""
+    lotteries = [r for r in runs if r.metrics.get(run_record.LOTTERY)]
     if not levels and not lotteries:
         return None
     fig, ax = plt.subplots(figsize=(6, 4.2))
@@ -188,16 +192,47 @@ def pruning_figure(levels: Sequence[dict], runs: Sequence[Run], target: float | 
         ax.fill_between(xs, [r["test/acc min"] for r in levels], [r["test/acc max"] for r in levels], alpha=0.2,
                         label="one-shot range")
     for run in lotteries:
-        state = run.metrics["lottery"]
-        rounds = state["rounds"]
-        ax.plot([100 * r["sparsity"] for r in rounds], [r["test/acc"] for r in rounds], marker="s",
-                label=f"IMP rounds ({run.path.name})")
-        if "control" in state:
-            c = state["control"]
-            ax.plot([100 * c["sparsity"]], [c["test/acc"]], marker="x", markersize=10, color="k", linestyle="none",
-                    label="random reinit control")
+        draw_lottery(ax, run.metrics[run_record.LOTTERY], f"IMP rounds ({run.path.name})", marker="s")
     decorate(ax, "sparsity (%)", "test accuracy", "Accuracy vs sparsity, magnitude pruning", target)
     return fig
+
+
+def draw_lottery(ax: Axes, state: dict, label: str, marker: str = "o") -> None:
+    """A lottery run's IMP rounds (test accuracy against sparsity) and its control as a black cross."""
+    rounds = state["rounds"]
+    ax.plot([100 * r["sparsity"] for r in rounds], [r[ACC] for r in rounds], marker=marker, label=label)
+    if "control" in state:
+        c = state["control"]
+        ax.plot([100 * c["sparsity"]], [c[ACC]], marker="x", color="k", linestyle="none", markersize=10,
+                label="layer-shuffled mask, theta_0 (control)" if c.get("kind") == "shuffle" else "random reinit (control)")
+
+
+def lottery_figures(state: dict, out_dir: Path, target: float | None) -> None:
+    """A lottery run's own figures in ``out_dir``: ``lottery.png`` (the IMP rounds and the control) and,
+    when the control ran (``control/`` holds its run record), ``control_curve.png`` (its accuracy per epoch)."""
+    fig, ax = new_axes()
+    draw_lottery(ax, state, "IMP, rewound to theta_0")
+    decorate(ax, "sparsity (%)", "test accuracy", "Iterative magnitude pruning", target)
+    save(fig, out_dir / "lottery.png")
+    control = run_record.read_run(out_dir / "control")
+    if control is None:
+        return
+    epochs = run_record.epoch_rows(control)
+    fig, ax = new_axes((6, 4))
+    for key in ("test/acc", "train/acc"):
+        if epochs and key in epochs[0]:
+            ax.plot([e["epoch"] + 1 for e in epochs], [e[key] for e in epochs], marker=".", label=key)
+    decorate(ax, "epoch", "accuracy", "Control: winning mask, fresh random init", target)
+    save(fig, out_dir / "control_curve.png")
+
+
+def oneshot_figure(rows: Sequence[dict], path: Path, target: float | None, experiment: Any = None) -> None:
+    """A one-shot run's levels (test accuracy against sparsity) saved to ``path`` (and to the TensorBoard
+    ``experiment`` as ``oneshot/accuracy_vs_sparsity``)."""
+    fig, ax = new_axes()
+    ax.plot([100 * r["sparsity"] for r in rows], [r[ACC] for r in rows], marker="o", label="one-shot, no retraining")
+    decorate(ax, "sparsity (%)", "test accuracy", "One-shot magnitude pruning", target)
+    save(fig, path, experiment, "oneshot/accuracy_vs_sparsity")
 
 
 def make_figures(
