@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+import sparse_lab.protocols.lottery as lottery_module
 from sparse_lab.app import train
+from sparse_lab.protocols.lottery import LotteryTicket, reinitialize, seeded
 from tests.conftest import make_cfg
 from tests.helpers import SimulatedCrash
 
@@ -104,3 +107,42 @@ def test_a_lottery_run_of_the_old_prune_based_code_resumes_from_its_position_ord
     a = torch.load(tmp_path / "whole" / "round_03" / "ticket.pt")["trained"]
     b = torch.load(tmp_path / "resumed" / "round_03" / "ticket.pt")["trained"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_seeded_draws_as_manual_seed_and_leaves_the_global_rng_as_it_was() -> None:
+    torch.manual_seed(0)
+    torch.rand(3)
+    before = torch.get_rng_state()
+    with seeded(1000):
+        inside = torch.rand(5)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(1000)
+    assert torch.equal(inside, torch.rand(5))
+
+
+def test_the_reinit_control_draws_its_init_from_control_seed_and_leaves_the_global_rng_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, object] = {}
+    control_run = LotteryTicket._control_run
+
+    def spy_control(self: LotteryTicket, *args: object) -> dict:
+        seen["before"] = torch.get_rng_state()
+        out = control_run(self, *args)
+        seen["after"] = torch.get_rng_state()
+        return out
+
+    def spy_reinit(model: torch.nn.Module) -> None:
+        seen["fresh"] = copy.deepcopy(model)
+        reinitialize(model)
+        seen["init"] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    monkeypatch.setattr(LotteryTicket, "_control_run", spy_control)
+    monkeypatch.setattr(lottery_module, "reinitialize", spy_reinit)
+    train(make_cfg(tmp_path, *LTH[:-3], "method.protocol.rounds=2", "method.protocol.round_epoch_cap=1", "target_acc=null",
+                   "method.protocol.control_seed=7"))
+    assert "control" in lottery(tmp_path) and "init" in seen
+    assert torch.equal(seen["before"], seen["after"])  # the control seeded nothing outside itself
+    torch.manual_seed(7)  # the draws the protocol made with a global torch.manual_seed(control_seed) before
+    reinitialize(seen["fresh"])
+    assert all(torch.equal(v, seen["init"][k]) for k, v in seen["fresh"].state_dict().items())

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from sparse_lab import run_record
 from sparse_lab.report.runs import find_runs
+
+SRC = Path(__file__).resolve().parents[1] / "sparse_lab"
 
 
 def test_a_record_round_trips_through_the_file(tmp_path: Path) -> None:
@@ -54,4 +57,18 @@ def test_an_old_run_dir_still_reports(tmp_path: Path) -> None:
                                                        "test": {"test/acc": 0.5}, "fit_time_s": 2.0}, indent=2))
     (run,) = find_runs(tmp_path)
     assert run.status == "completed" and run.final("test/acc") == 0.5 and run.final("val/acc") == 0.4
+
+
+def test_only_the_run_record_module_names_the_metrics_file_in_code() -> None:
+    """Protocols, callbacks and the report ask ``run_record``; no other module opens metrics.json itself."""
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        if path.name == "run_record.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            # a string literal naming the file (docstrings and messages mention it in prose, in backquotes or words)
+            if re.search(r"""["'](?:[^"'`]*/)?metrics\.json["']""", code) or re.search(r"/\s*[\"']metrics\.json", code):
+                offenders.append(f"{path.relative_to(SRC)}:{number}: {line.strip()}")
+    assert offenders == []
 

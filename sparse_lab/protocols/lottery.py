@@ -1,9 +1,12 @@
-"""Iterative magnitude pruning with rewinding (Frankle & Carbin), and the random-reinit control."""
+"""Iterative magnitude pruning with rewinding (Frankle & Carbin), and its control (random reinit or layer-shuffled mask)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +16,13 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
+from sparse_lab import run_record
 from sparse_lab.atomic import atomic_torch_save, atomic_write_text
-from sparse_lab.errors import ConfigError
-from sparse_lab.plots import decorate, new_axes, save
-from sparse_lab.protocols.train import Train, TrainerFactory, fit_and_test
 from sparse_lab.callbacks.masking import MaskEnforcer, inner_model
+from sparse_lab.errors import ConfigError
+from sparse_lab.protocols.base import Protocol, TrainerFactory
+from sparse_lab.protocols.train import fit_and_test
+from sparse_lab.report.figures import lottery_figures
 from sparse_lab.sparsity import MaskSet, keep_above_percentile, scores
 from sparse_lab.sparsity.legacy import masks_by_name
 from sparse_lab.sparsity.select import shuffle_within_layers
@@ -62,6 +67,34 @@ def _write_json(obj: Any, path: Path) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2))
 
 
+_write_run_record = rank_zero_only(run_record.write_run)  # global rank 0 only
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Inside the block, the global RNGs draw as after ``torch.manual_seed(seed)``; after it they are
+    back where they were (the CPU generator, and the CUDA devices' when CUDA is initialized)."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
+        if cuda:
+            torch.manual_seed(seed)
+        else:  # torch.manual_seed would queue a CUDA seeding that outlives the block
+            torch.default_generator.manual_seed(seed)
+        yield
+
+
+@dataclass
+class _Job:
+    """What every fit of one lottery run shares."""
+
+    make_trainer: TrainerFactory
+    module: L.LightningModule
+    datamodule: L.LightningDataModule
+    out_dir: Path
+    model: nn.Module
+    masks: MaskSet
+
+
 def reinitialize(model: nn.Module) -> None:
     """Draw ``model``'s parameters afresh: with its own ``reset_parameters`` (its init scheme) when it
     has one, else with each submodule's."""
@@ -73,7 +106,7 @@ def reinitialize(model: nn.Module) -> None:
             m.reset_parameters()
 
 
-class LotteryTicket(Train):
+class LotteryTicket(Protocol):
     """Round 0 trains the dense net for the trainer's ``max_epochs``. Each later round prunes
     ``prune_percent`` % of the remaining weights (one global percentile threshold over the active
     weights, strict ``<``), rewinds every surviving weight and bias to its initial value theta_0
@@ -85,7 +118,9 @@ class LotteryTicket(Train):
     S after ``rounds - 1`` pruning rounds (``100 (1 - (1 - S)^(1/(rounds-1)))``). The control trains
     the last round that reached the target the same way: ``control="reinit"`` (or ``true``) with the
     same mask and a fresh random init (seed ``control_seed``); ``"shuffle"`` with theta_0 and the mask
-    permuted within each layer (same counts; Frankle et al. 2021); ``false``: none.
+    permuted within each layer (same counts; Frankle et al. 2021); ``false``: none. The reinit
+    control's init and training draw from the global RNGs seeded with ``control_seed``, which are
+    restored afterwards.
 
     Data parallel: the rounds' fits and tests are distributed, the protocol itself runs in the main
     process (ddp_spawn) or, with externally started processes (ddp_multinode), on every rank, with
@@ -94,8 +129,9 @@ class LotteryTicket(Train):
 
     Written as it goes: ``lottery.json`` (one record per round, then the control), each round's
     run dir ``round_NN/`` (metrics.json, TensorBoard, checkpoints) and ``round_NN/ticket.pt``
-    (masks, the rewound initial weights and the trained weights), ``theta0.pt``, and the figures
-    ``lottery.png`` and ``control_curve.png``. ``resume=RUN_DIR`` continues after the last
+    (masks, the rewound initial weights and the trained weights), ``theta0.pt``, the control's run
+    dir ``control/``; at the end the run record ``metrics.json`` (the winner's test metrics and the
+    whole ``lottery`` state) and the figures ``lottery.png`` and ``control_curve.png``. ``resume=RUN_DIR`` continues after the last
     finished round of an interrupted run.
     """
 
@@ -141,6 +177,7 @@ class LotteryTicket(Train):
         self.rewind_step = rewind_step
 
     def check_resume(self, resume: str | None) -> None:
+        """``resume`` must be the run dir of an interrupted lottery run (it holds ``lottery.json``)."""
         if resume and not (Path(resume) / "lottery.json").is_file():
             raise ConfigError(f"resume={resume} has no lottery.json: give the run dir of an interrupted lottery run")
 
@@ -164,19 +201,98 @@ class LotteryTicket(Train):
         return [EarlyStopping(monitor=self.monitor, mode="max", stopping_threshold=self.target, patience=10**9,
                               check_finite=False)]
 
-    def _train_round(
-        self, name: str, make_trainer: TrainerFactory, module: L.LightningModule, datamodule: L.LightningDataModule,
-        out_dir: Path, dense: bool, extra: list[L.Callback] | None = None,
-    ) -> tuple[dict[str, Any], Path]:
-        run_dir = out_dir / name
-        trainer = make_trainer(run_dir, (extra or []) + ([] if dense else self._round_stop()))
+    # ---- the steps of a run ----
+    def _train_round(self, job: _Job, name: str, dense: bool, extra: list[L.Callback] | None = None) -> tuple[dict[str, Any], Path]:
+        """One fit and test in ``out_dir/name`` (dense: for the trainer's epochs; else for at most
+        ``round_epoch_cap`` epochs, stopping at the target); its result and its run dir."""
+        run_dir = job.out_dir / name
+        trainer = job.make_trainer(run_dir, (extra or []) + ([] if dense else self._round_stop()))
         if not dense:
             trainer.fit_loop.max_epochs = self.round_epoch_cap
-        final = fit_and_test(trainer, module, datamodule)
-        record = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
-        epochs = len(record.get("epochs") or []) or trainer.current_epoch
+        final = fit_and_test(trainer, job.module, job.datamodule)
+        epochs = len(run_record.epoch_rows(run_record.read_run(run_dir))) or trainer.current_epoch
         acc = final.get("test/acc", float("nan"))
         return {"epochs": epochs, **final, "reached": None if self.target is None else acc >= self.target}, run_dir
+
+    def _start(self, job: _Job) -> tuple[dict[str, Tensor], dict[str, Any], int]:
+        """A fresh run: theta_0 (the weights as given), an empty state, round 0 next."""
+        theta0 = {k: v.clone() for k, v in job.model.state_dict().items()}
+        return theta0, {"prune_percent": self.prune_percent, "target": self.target, "rounds": []}, 0
+
+    def _resume(self, job: _Job, previous: Path) -> tuple[dict[str, Tensor], dict[str, Any], int]:
+        """The interrupted run in ``previous``: its theta_0 and state, the masks and trained weights of
+        its last finished round loaded, and the round to continue with (past the end after a miss
+        that stops the rounds; the control, if any, is run again)."""
+        theta0 = torch.load(previous / "theta0.pt")
+        state = json.loads((previous / "lottery.json").read_text())
+        state.pop("control", None)
+        last = state["rounds"][-1]
+        ticket = torch.load(previous / f"round_{last['round']:02d}" / "ticket.pt")
+        job.masks.set(masks_by_name(ticket["masks"], job.masks.params))
+        self._rewind(job.model, ticket["trained"], job.masks)
+        start = last["round"] + 1
+        if self.stop_on_miss and last.get("reached") is False:
+            start = self.rounds
+        return theta0, state, start
+
+    def _prune_and_rewind(self, job: _Job, theta0: dict[str, Tensor]) -> None:
+        """Drop ``prune_percent`` % of the remaining weights by magnitude, then rewind to theta_0."""
+        job.masks.set(keep_above_percentile(scores.magnitude(job.masks), self.prune_percent, job.masks.masks))
+        self._rewind(job.model, theta0, job.masks)
+
+    def _round(self, job: _Job, k: int, theta0: dict[str, Tensor]) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """Round ``k``: prune and rewind (k > 0), train, save its ticket. Its record for ``lottery.json``
+        and theta_0 (after round 0 with late rewinding: the snapshot of its step ``rewind_step``)."""
+        if k > 0:
+            self._prune_and_rewind(job, theta0)
+        initial = self._params(job.model)
+        rewind = k == 0 and self.rewind_step > 0
+        snapshot = _Snapshot(self.rewind_step, job.out_dir / "round_00" / "rewind_snapshot.pt") if rewind else None
+        extra = [snapshot] if snapshot else [MaskEnforcer(job.masks)] if k > 0 else []
+        result, run_dir = self._train_round(job, f"round_{k:02d}", dense=k == 0, extra=extra)
+        if snapshot is not None:
+            snapped = snapshot.result()
+            if snapped is None:
+                raise ConfigError(f"rewind_step={self.rewind_step} is past the end of round 0's training")
+            theta0 = snapped
+            _save(theta0, job.out_dir / "theta0.pt")
+        masks = job.masks
+        _save({"masks": masks.state_dict(), "initial": initial, "trained": self._params(job.model)}, run_dir / "ticket.pt")
+        return {"round": k, "kept": masks.kept, "sparsity": 1 - masks.kept / masks.total, **result}, theta0
+
+    @staticmethod
+    def _winner(state: dict[str, Any]) -> dict[str, Any]:
+        """The last pruned round that reached the target (with no target: the last round); the last
+        round when none did."""
+        winners = [r for r in state["rounds"] if r["reached"] is not False and r["round"] > 0]
+        return (winners or state["rounds"])[-1]
+
+    def _winning_masks(self, job: _Job, round_masks: dict[int, dict[str, Tensor]], winner: dict[str, Any],
+                       resume: str | None) -> dict[str, Tensor]:
+        winning = round_masks.get(winner["round"])
+        if winning is None:  # a round of the run this one resumed: its ticket is in that run's dir
+            saved = torch.load(Path(resume) / f"round_{winner['round']:02d}" / "ticket.pt")["masks"]
+            winning = masks_by_name(saved, job.masks.params)
+        return winning
+
+    def _control_run(self, job: _Job, winner: dict[str, Any], winning: dict[str, Tensor], theta0: dict[str, Tensor],
+                     template: nn.Module) -> dict[str, Any]:
+        """Train the control of the winning ticket in ``control/``; its record for ``lottery.json``."""
+        if self.control == "shuffle":
+            job.masks.set(shuffle_within_layers(winning, torch.Generator().manual_seed(self.control_seed)))
+            self._rewind(job.model, theta0, job.masks)
+            result = self._train_control(job)
+        else:
+            with seeded(self.control_seed):  # the fresh init and the control's training, as seeded before
+                reinitialize(template)
+                job.masks.set(winning)
+                self._rewind(job.model, template.state_dict(), job.masks)
+                result = self._train_control(job)
+        kind = "shuffle" if self.control == "shuffle" else "reinit"
+        return {"kind": kind, "round": winner["round"], "kept": winner["kept"], "sparsity": winner["sparsity"], **result}
+
+    def _train_control(self, job: _Job) -> dict[str, Any]:
+        return self._train_round(job, "control", dense=False, extra=[MaskEnforcer(job.masks)])[0]
 
     def run(
         self,
@@ -186,95 +302,32 @@ class LotteryTicket(Train):
         out_dir: Path,
         resume: str | None = None,
     ) -> dict[str, float]:
+        """The rounds from the first one not finished, the control, then ``metrics.json`` and the
+        figures; the winner's test metrics."""
         model = inner_model(module)
-        masks = MaskSet(model)
+        job = _Job(make_trainer, module, datamodule, out_dir, model, MaskSet(model))
         template = copy.deepcopy(model)  # for the control's fresh init
-        if resume:
-            previous = Path(resume)
-            theta0 = torch.load(previous / "theta0.pt")
-            state = json.loads((previous / "lottery.json").read_text())
-            state.pop("control", None)
-            last = state["rounds"][-1]
-            ticket = torch.load(previous / f"round_{last['round']:02d}" / "ticket.pt")
-            masks.set(masks_by_name(ticket["masks"], masks.params))
-            self._rewind(model, ticket["trained"], masks)
-            start = last["round"] + 1
-            if self.stop_on_miss and last.get("reached") is False:
-                start = self.rounds
-        else:
-            theta0 = {k: v.clone() for k, v in model.state_dict().items()}
-            state = {"prune_percent": self.prune_percent, "target": self.target, "rounds": []}
-            start = 0
+        theta0, state, start = self._resume(job, Path(resume)) if resume else self._start(job)
         _save(theta0, out_dir / "theta0.pt")
         round_masks: dict[int, dict[str, Tensor]] = {}
 
         for k in range(start, self.rounds):
-            if k > 0:
-                pruned = keep_above_percentile(scores.magnitude(masks), self.prune_percent, masks.masks)
-                masks.set(pruned)
-                self._rewind(model, theta0, masks)
-            initial = self._params(model)
-            rewind = k == 0 and self.rewind_step > 0
-            snapshot = _Snapshot(self.rewind_step, out_dir / "round_00" / "rewind_snapshot.pt") if rewind else None
-            extra = [snapshot] if snapshot else [MaskEnforcer(masks)] if k > 0 else []
-            result, run_dir = self._train_round(f"round_{k:02d}", make_trainer, module, datamodule, out_dir, dense=k == 0, extra=extra)
-            if snapshot is not None:
-                snapped = snapshot.result()
-                if snapped is None:
-                    raise ConfigError(f"rewind_step={self.rewind_step} is past the end of round 0's training")
-                theta0 = snapped
-                _save(theta0, out_dir / "theta0.pt")
-            state["rounds"].append({"round": k, "kept": masks.kept, "sparsity": 1 - masks.kept / masks.total, **result})
-            round_masks[k] = masks.state_dict()
-            _save({"masks": round_masks[k], "initial": initial, "trained": self._params(model)}, run_dir / "ticket.pt")
+            record, theta0 = self._round(job, k, theta0)
+            state["rounds"].append(record)
+            round_masks[k] = job.masks.state_dict()
             _write_json(state, out_dir / "lottery.json")
-            if self.stop_on_miss and result["reached"] is False and k > 0:
+            if self.stop_on_miss and record["reached"] is False and k > 0:
                 break
 
-        winners = [r for r in state["rounds"] if r["reached"] is not False and r["round"] > 0]
-        winner = (winners or state["rounds"])[-1]
+        winner = self._winner(state)
         if self.control and winner["round"] > 0:
-            winning = round_masks.get(winner["round"])
-            if winning is None:  # a round of the run this one resumed: its ticket is in that run's dir
-                saved = torch.load(Path(resume) / f"round_{winner['round']:02d}" / "ticket.pt")["masks"]
-                winning = masks_by_name(saved, masks.params)
-            if self.control == "shuffle":
-                masks.set(shuffle_within_layers(winning, torch.Generator().manual_seed(self.control_seed)))
-                self._rewind(model, theta0, masks)
-            else:
-                torch.manual_seed(self.control_seed)
-                reinitialize(template)
-                masks.set(winning)
-                self._rewind(model, template.state_dict(), masks)
-            result, _ = self._train_round("control", make_trainer, module, datamodule, out_dir, dense=False, extra=[MaskEnforcer(masks)])
-            kind = "shuffle" if self.control == "shuffle" else "reinit"
-            state["control"] = {"kind": kind, "round": winner["round"], "kept": winner["kept"], "sparsity": winner["sparsity"], **result}
+            winning = self._winning_masks(job, round_masks, winner, resume)
+            state["control"] = self._control_run(job, winner, winning, theta0, template)
             _write_json(state, out_dir / "lottery.json")
         state["winner"] = winner
         _write_json(state, out_dir / "lottery.json")
         test = {k: v for k, v in winner.items() if k.startswith("test/")}
-        summary = {"status": "completed", "epochs": [], "test": test, "lottery": state}
-        _write_json(summary, out_dir / "metrics.json")
+        _write_run_record(out_dir, run_record.completed(test, lottery=state))
         if rank_zero_only.rank == 0:
-            self._plot(state, out_dir)
+            lottery_figures(state, out_dir, self.target)
         return test
-
-    def _plot(self, state: dict[str, Any], out_dir: Path) -> None:
-        rounds = state["rounds"]
-        fig, ax = new_axes()
-        ax.plot([100 * r["sparsity"] for r in rounds], [r["test/acc"] for r in rounds], marker="o", label="IMP, rewound to theta_0")
-        if "control" in state:
-            c = state["control"]
-            ax.plot([100 * c["sparsity"]], [c["test/acc"]], marker="x", color="k", linestyle="none", markersize=10,
-                    label="layer-shuffled mask, theta_0 (control)" if c.get("kind") == "shuffle" else "random reinit (control)")
-        decorate(ax, "sparsity (%)", "test accuracy", "Iterative magnitude pruning", self.target)
-        save(fig, out_dir / "lottery.png")
-        control = out_dir / "control" / "metrics.json"
-        if control.exists():
-            epochs = json.loads(control.read_text())["epochs"]
-            fig, ax = new_axes((6, 4))
-            for key in ("test/acc", "train/acc"):
-                if epochs and key in epochs[0]:
-                    ax.plot([e["epoch"] + 1 for e in epochs], [e[key] for e in epochs], marker=".", label=key)
-            decorate(ax, "epoch", "accuracy", "Control: winning mask, fresh random init", self.target)
-            save(fig, out_dir / "control_curve.png")
