@@ -146,3 +146,16 @@ def test_the_reinit_control_draws_its_init_from_control_seed_and_leaves_the_glob
     torch.manual_seed(7)  # the draws the protocol made with a global torch.manual_seed(control_seed) before
     reinitialize(seen["fresh"])
     assert all(torch.equal(v, seen["init"][k]) for k, v in seen["fresh"].state_dict().items())
+
+
+def test_every_protocol_implements_the_protocol_base() -> None:
+    from sparse_lab.protocols import OneShotPruning, Protocol, Train
+
+    assert all(isinstance(p, Protocol) for p in (Train(), OneShotPruning(), LotteryTicket()))
+
+    class Incomplete(Protocol):
+        def check_resume(self, resume: str | None) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()  # no run
