@@ -11,22 +11,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from sparse_lab.checks import invalid, is_int, is_number
 from sparse_lab.errors import ConfigError
 from sparse_lab.sparsity.select import SCOPES
 
 Check = Callable[[Any], bool]
-
-
-def is_int(v: Any, minimum: int = 0) -> bool:
-    """An int (not a bool) >= ``minimum``."""
-    return isinstance(v, int) and not isinstance(v, bool) and v >= minimum
-
-
-def is_number(v: Any, low: float = -math.inf, high: float = math.inf, open_low: bool = False) -> bool:
-    """A finite int or float (not a bool) in ``[low, high]`` (``(low, high]`` with ``open_low``)."""
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-        return False
-    return (v > low if open_low else v >= low) and v <= high
 
 
 def _int(minimum: int) -> Check:
@@ -378,7 +367,7 @@ def validate(cfg: DictConfig) -> None:
         if value is None and "." in path:  # an option this data/model/method does not have
             continue
         if not check(value):
-            problems.append(f"{path}={value!r} is invalid: it must be {valid}")
+            problems.append(invalid(path, value, valid))
     walk_backward = OmegaConf.select(cfg, "method.callbacks.gradient_mask.backward")
     if cfg.get("compile") is True and walk_backward in ("rows", "edges"):
         # The row- and edge-sparse backwards read the walk from their layers at run time; a compiled
