@@ -75,7 +75,10 @@ class NoPropDTModel(nn.Module):
 
     ``embedding="onehot"``: ``W_embed`` is the identity (a buffer); ``"learned"``: a parameter of
     shape ``(classes, embedding_dim)``, orthogonally initialised. The head reads the class from ``z_T``.
+    Only the methods whose ``model_type`` is this class train it (read by config validation).
     """
+
+    config_option = "noprop_dt"  # conf/model/noprop_dt.yaml
 
     def __init__(
         self,
@@ -155,7 +158,10 @@ class NoPropSharedModel(nn.Module):
     predicts ``u_hat`` and ``sqrt(alpha_t) u_hat + sqrt(1 - alpha_t) eps`` goes on (with
     ``alpha_1 = 1`` the last prediction comes out as it is). ``inference="chain"``: each
     prediction is the next denoiser's input as it is, no noise after the start.
+    Only the methods whose ``model_type`` is this class train it (read by config validation).
     """
+
+    config_option = "noprop_shared"  # conf/model/noprop_shared.yaml
 
     def __init__(
         self,
