@@ -24,11 +24,6 @@ from torch import Tensor
 
 from sparse_lab.sparsity.kernels._load import import_or_none, require
 
-BLOCK = 64  # entries per block: from 64 on, the block sums vectorize
-GROUP = 8  # entries per group inside a block
-# Reassociation lets the sums vectorize; no assumption of finite values (NaN weights reach the
-# uniform fallback).
-FAST = {"reassoc", "nsz"}
 DTYPES = (torch.float32, torch.float64)
 MASK_DTYPES = {torch.bool: np.bool_, torch.float32: np.float32, torch.float64: np.float64}
 _NO_INTS = np.empty(0, np.int64)
