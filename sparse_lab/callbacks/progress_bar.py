@@ -13,7 +13,7 @@ class TimedProgressBar(TQDMProgressBar):
     """Lightning's TQDM bar, redrawn at most every ``refresh_interval_s`` seconds and at each loop's last batch.
 
     ``TQDMProgressBar(refresh_rate=N)`` redraws every N batches, which is many times a second for a
-    small MLP (a redraw with its metrics costs about 1 ms, a third of the step of the MNIST MLP here)
+    small MLP (a redraw with its metrics costs a sizeable share of such a step)
     and once a minute for a ResNet on a CPU; the clock keeps the bar equally live at either speed.
     """
 

@@ -40,8 +40,8 @@ class Classifier(L.LightningModule):
         metric_update_every: int = 64,
     ) -> None:
         super().__init__()
-        # Manual optimization: Lightning's automatic closure machinery costs about 0.4 ms a step,
-        # a quarter of a small MLP's step on a CPU. The hooks that methods rely on still fire in
+        # Manual optimization: Lightning's automatic closure machinery is a sizeable share of a small
+        # MLP's step on a CPU (docs/speed.md). The hooks that methods rely on still fire in
         # the same order: on_before_backward, on_after_backward, on_before_optimizer_step.
         self.automatic_optimization = False
         one_of("method.module.scheduler_interval", scheduler_interval, ("epoch", "step"))
@@ -57,8 +57,8 @@ class Classifier(L.LightningModule):
         # Per-stage running aggregates, logged once per epoch: Lightning's per-step ``self.log`` costs
         # more than a small model's whole training step. A step only queues its predicted labels,
         # targets and loss; the metrics get them in one update every ``metric_update_every`` steps
-        # and before every compute. Two metric updates a step cost about 0.25 ms inside a training
-        # loop on a 2-core CPU (a dozen small tensor ops), an eighth of the MNIST MLP's step.
+        # and before every compute. Two metric updates a step are a dozen small tensor ops, which run
+        # slowly inside a training loop: a noticeable share of a small MLP's step (docs/speed.md).
         self.metric_update_every = metric_update_every
         self._queued: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {stage: [] for stage in STAGES}
         for stage in STAGES:

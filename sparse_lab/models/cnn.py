@@ -13,8 +13,8 @@ def conv_pool_relu(c_in: int, c_out: int, padding: int = 1) -> list[nn.Module]:
     """Conv3x3, max-pool 2, ReLU: the usual conv-ReLU-pool, with the pool first.
 
     Max and ReLU are both monotone and exact, so outputs and gradients are bit for bit those of
-    ReLU-then-pool, but the ReLU and its backward see a quarter of the elements: the shared NoProp
-    encoder's forward+backward on a batch of 64 took 18 ms instead of 27 ms on a 2-core CPU.
+    ReLU-then-pool, but the ReLU and its backward see a quarter of the elements, which makes a
+    conv stack's forward+backward markedly faster (docs/speed.md).
     """
     return [nn.Conv2d(c_in, c_out, 3, padding=padding), nn.MaxPool2d(2), nn.ReLU()]
 

@@ -2,8 +2,8 @@
 
 The tensor walk (:func:`sparse_lab.sparsity.random_walk._sample_proportional`) builds a cumulative
 sum over every row of every layer on each step, then binary-searches it: a dozen whole-matrix
-passes and small tensor operations per layer, 0.7 ms a step for the 784-256-128-10 MLP at 1000
-paths on a 2-core CPU. Here each visited row gets block sums of ``|score|`` (one vectorized pass
+passes and small tensor operations per layer, a large share of a small MLP's step (docs/speed.md
+has the figures). Here each visited row gets block sums of ``|score|`` (one vectorized pass
 over the row), and each path counts the blocks, then the groups of 8 entries, then the entries
 that its target mass passes: a few dozen branch-free additions and comparisons a path, from the
 same uniform numbers to the same columns (float64 arithmetic both ways).
