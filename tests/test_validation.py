@@ -47,6 +47,10 @@ BAD_INPUTS = [
     (["model.init=he"], "model.init='he' is invalid: it must be one of: torch, glorot_uniform, glorot_normal"),
     (["method=rw_target", "method.callbacks.gradient_mask.sampler.bias=gradient", "rw_backward=rows"],
      "rw_backward=rows draws the walk before backward"),
+    # values the central rules let through, refused by the constructor that owns them
+    (["model.hidden=5"], "model.hidden=5 is invalid: it must be a list of positive integers"),
+    (["model=resnet18", "model.width=8.5"], "model.width=8.5 is invalid: it must be a positive integer"),
+    (["model=cnn", "model.channels=[8,8,8,8,8,8]"], "model.channels=[8, 8, 8, 8, 8, 8] is invalid: it must be at most as many"),
 ]
 
 
