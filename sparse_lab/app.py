@@ -30,7 +30,7 @@ log = logging.getLogger("sparse_lab")
 
 # Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 on import so that CUDA stays uninitialized before a
 # fork. With it set, torch.cuda.is_available() dlopens NVML on every call, and Adam calls it on every
-# step: about 0.3 ms a step, a fifth of the 784-256-128-10 MLP's whole step on a 2-core CPU.
+# step, a sizeable share of a small MLP's whole step (docs/speed.md).
 # sparse_lab never forks a process that uses CUDA (no DataLoader workers; DDP launches or spawns).
 os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 

@@ -11,22 +11,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from sparse_lab.checks import invalid, is_int, is_number
 from sparse_lab.errors import ConfigError
 from sparse_lab.sparsity.select import SCOPES
 
 Check = Callable[[Any], bool]
-
-
-def is_int(v: Any, minimum: int = 0) -> bool:
-    """An int (not a bool) >= ``minimum``."""
-    return isinstance(v, int) and not isinstance(v, bool) and v >= minimum
-
-
-def is_number(v: Any, low: float = -math.inf, high: float = math.inf, open_low: bool = False) -> bool:
-    """A finite int or float (not a bool) in ``[low, high]`` (``(low, high]`` with ``open_low``)."""
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-        return False
-    return (v > low if open_low else v >= low) and v <= high
 
 
 def _int(minimum: int) -> Check:
@@ -128,31 +117,49 @@ RULES: list[tuple[str, Check, str]] = [
     ("callbacks.progress_bar.refresh_interval_s", _positive_number, "a finite number > 0 (seconds)"),
 ]
 
-# Models that only their own methods can train: model target -> (model option, method options by target).
-DEDICATED_MODELS: dict[str, tuple[str, dict[str, str]]] = {
-    "sparse_lab.models.NoPropDTModel": (
-        "noprop_dt",
-        {"sparse_lab.methods.NoPropDT": "noprop_dt", "sparse_lab.methods.NoPropDTBackprop": "noprop_backprop"},
-    ),
-    "sparse_lab.models.NoPropSharedModel": (
-        "noprop_shared",
-        {
-            "sparse_lab.methods.NoPropShared": "noprop_shared",
-            "sparse_lab.methods.NoPropSharedBackprop": "noprop_shared_backprop",
-        },
-    ),
-}
+def _target_class(cfg: DictConfig, path: str) -> type | None:
+    """The class a ``_target_`` at ``path`` names (imported now), or None when it names none."""
+    from hydra.utils import get_class
+
+    try:
+        return get_class(OmegaConf.select(cfg, path))
+    except Exception:
+        return None
+
+
+def dedicated_models(extra: tuple[type, ...] = ()) -> dict[type, tuple[str, dict[type, str]]]:
+    """Models that only their own methods can train: model class -> (its model option, {method class:
+    method option}), read from the methods' declarations (``model_type``, ``method_name``) in
+    :mod:`sparse_lab.methods` and ``extra`` (e.g. a configured method defined elsewhere), and the
+    models' ``config_option``."""
+    import sparse_lab.methods
+
+    methods = [getattr(sparse_lab.methods, name) for name in sparse_lab.methods.__all__]
+    owners: dict[type, tuple[str, dict[type, str]]] = {}
+    for method in (*methods, *extra):
+        model = getattr(method, "model_type", None) if isinstance(method, type) else None
+        if model is not None:
+            owners.setdefault(model, (model.config_option, {}))[1][method] = method.method_name
+    return owners
+
+
+def __getattr__(name: str) -> Any:
+    # DEDICATED_MODELS is computed on first use: it imports the methods (Lightning), which this module
+    # does not import at load time.
+    if name == "DEDICATED_MODELS":
+        return dedicated_models()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _compatibility(cfg: DictConfig) -> list[str]:
     """Method/model pairs that cannot train together."""
-    model = OmegaConf.select(cfg, "model._target_")
-    method = OmegaConf.select(cfg, "method.module._target_")
-    for target, (model_option, methods) in DEDICATED_MODELS.items():
-        if method in methods and model != target:
-            return [f"method={methods[method]} needs its own model: add model={model_option}"]
-    for target, (model_option, methods) in DEDICATED_MODELS.items():
-        if model == target and method not in methods:
+    model = _target_class(cfg, "model._target_")
+    method = _target_class(cfg, "method.module._target_")
+    needs = getattr(method, "model_type", None)
+    if needs is not None and not (isinstance(model, type) and issubclass(model, needs)):
+        return [f"method={method.method_name} needs its own model: add model={needs.config_option}"]
+    for owned, (model_option, methods) in dedicated_models((method,) if method is not None else ()).items():
+        if model is not None and issubclass(model, owned) and method not in methods:
             options = " or ".join(f"method={m}" for m in methods.values())
             return [f"model={model_option} is trained only by {options}"]
     return []
@@ -238,12 +245,7 @@ def _hardware(cfg: DictConfig) -> list[str]:
 
 
 def _data_target(cfg: DictConfig) -> Any:
-    from hydra.utils import get_class
-
-    try:
-        return get_class(OmegaConf.select(cfg, "data._target_"))
-    except Exception:
-        return None
+    return _target_class(cfg, "data._target_")
 
 
 def _train_split(cfg: DictConfig) -> int | None:
@@ -378,7 +380,7 @@ def validate(cfg: DictConfig) -> None:
         if value is None and "." in path:  # an option this data/model/method does not have
             continue
         if not check(value):
-            problems.append(f"{path}={value!r} is invalid: it must be {valid}")
+            problems.append(invalid(path, value, valid))
     walk_backward = OmegaConf.select(cfg, "method.callbacks.gradient_mask.backward")
     if cfg.get("compile") is True and walk_backward in ("rows", "edges"):
         # The row- and edge-sparse backwards read the walk from their layers at run time; a compiled

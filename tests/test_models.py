@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
 
-from sparse_lab.models import MLP, NoPropDTModel, NoPropSharedModel, SmallCNN
+from sparse_lab.errors import ConfigError
+from sparse_lab.models import MLP, LeNet5, NoPropDTModel, NoPropSharedModel, ResNet18, SmallCNN
+from sparse_lab.models.noise_schedule import CosineNoiseSchedule, LinearAlphaSchedule
 from sparse_lab.protocols.lottery import reinitialize
 
 
@@ -73,5 +77,56 @@ def test_reinitialize_uses_pytorch_defaults_without_a_model_scheme() -> None:
         before = [m.bias.detach().clone() for m in linears]
         reinitialize(model)
         assert all(not torch.equal(b, m.bias) and m.bias.abs().max() <= 1 / m.in_features**0.5 for b, m in zip(before, linears))
-    with pytest.raises(ValueError, match="init must be one of"):
+    with pytest.raises(ConfigError, match="model.init='he' is invalid: it must be one of: torch"):
         MLP((4,), 3, (5,), init="he")
+
+
+MNIST = ((1, 28, 28), 10)
+# (constructor, bad keyword arguments, the config key and valid values the message must name)
+BAD_MODEL_ARGS = [
+    (MLP, {"hidden": [0, 10]}, "model.hidden=[0, 10] is invalid: it must be a list of positive integers"),
+    (MLP, {"hidden": 5}, "model.hidden=5 is invalid: it must be a list of positive integers"),
+    (MLP, {"hidden": "wide"}, "model.hidden='wide' is invalid"),
+    (MLP, {"init": "he"}, "model.init='he' is invalid: it must be one of: torch, glorot_uniform, glorot_normal"),
+    (SmallCNN, {"channels": [32, -1]}, "model.channels=[32, -1] is invalid: it must be a list of positive integers"),
+    (SmallCNN, {"channels": [8] * 6}, "model.channels=[8, 8, 8, 8, 8, 8] is invalid: it must be at most as many conv+pool"),
+    (SmallCNN, {"hidden": [128]}, "model.hidden=[128] is invalid: it must be a positive integer"),
+    (ResNet18, {"width": 0}, "model.width=0 is invalid: it must be a positive integer"),
+    (ResNet18, {"width": 8.5}, "model.width=8.5 is invalid"),
+    (NoPropDTModel, {"steps": 0}, "model.steps=0 is invalid: it must be an integer >= 1"),
+    (NoPropDTModel, {"width": -1.0}, "model.width=-1.0 is invalid: it must be a finite number > 0"),
+    (NoPropDTModel, {"embedding": "random"}, "model.embedding='random' is invalid: it must be one of: onehot, learned"),
+    (NoPropDTModel, {"embedding": "learned", "embedding_dim": 0}, "model.embedding_dim=0 is invalid: it must be null or"),
+    (NoPropDTModel, {"dropout": 1.0}, "model.dropout=1.0 is invalid: it must be a number in [0, 1)"),
+    (NoPropDTModel, {"schedule_offset": 0.0}, "model.schedule_offset=0.0 is invalid: it must be a finite number > 0"),
+    (NoPropDTModel, {"eta": float("nan")}, "model.eta=nan is invalid: it must be a finite number >= 0"),
+    (NoPropSharedModel, {"steps": 2.5}, "model.steps=2.5 is invalid: it must be an integer >= 1"),
+    (NoPropSharedModel, {"channels": "wide"}, "model.channels='wide' is invalid"),
+    (NoPropSharedModel, {"features": 0}, "model.features=0 is invalid: it must be an integer >= 1"),
+    (NoPropSharedModel, {"hidden": -3}, "model.hidden=-3 is invalid: it must be an integer >= 1"),
+    (NoPropSharedModel, {"alpha_start": 0.0}, "model.alpha_start=0.0 is invalid: it must be a number in (0, 1]"),
+    (NoPropSharedModel, {"alpha_end": 1.5}, "model.alpha_end=1.5 is invalid: it must be a number in (0, 1]"),
+    (NoPropSharedModel, {"padding": -1}, "model.padding=-1 is invalid: it must be an integer >= 0"),
+    (NoPropSharedModel, {"inference": "mean"}, "model.inference='mean' is invalid: it must be one of: renoise, chain"),
+    (NoPropSharedModel, {"channels": [8, 8, 8, 8]}, "model.channels=[8, 8, 8, 8] is invalid: it must be at most as many"),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "message"), BAD_MODEL_ARGS,
+                         ids=[f"{c.__name__}-{'-'.join(map(str, k.values()))}" for c, k, _ in BAD_MODEL_ARGS])
+def test_model_constructors_refuse_bad_values_naming_the_config_key(cls: type, kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        cls(*MNIST, **kwargs)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    (lambda: LeNet5((1, 8, 8), 10), "model=lenet5 needs images of at least 12x12 pixels"),
+    (lambda: NoPropDTModel((1, 3, 3), 10, steps=1), "model=noprop_dt needs images of at least 4x4 pixels"),
+    (lambda: CosineNoiseSchedule(0), "model.steps=0 is invalid"),
+    (lambda: CosineNoiseSchedule(3, offset=-1.0), "model.schedule_offset=-1.0 is invalid"),
+    (lambda: LinearAlphaSchedule(0), "model.steps=0 is invalid"),
+])
+def test_too_small_images_and_bad_schedules_are_config_errors(build: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build()  # type: ignore[operator]

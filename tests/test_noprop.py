@@ -83,7 +83,7 @@ def test_model_shapes(shape: tuple[int, int, int]) -> None:
     assert dt.predict_logits(x, runs=4).shape == (4, 5, 10)
     shared = NoPropSharedModel(shape, 10, steps=3).eval()
     assert shared.predict_logits(x, runs=2).shape == (2, 5, 10)
-    with pytest.raises(ValueError, match="embedding"):
+    with pytest.raises(ConfigError, match="model.embedding='random' is invalid"):
         NoPropDTModel(shape, 10, embedding="random")
 
 
@@ -212,7 +212,7 @@ def test_shared_encoder_is_the_seed_comparisons() -> None:
     fc = model.encoder[-1]
     assert isinstance(fc, torch.nn.Linear) and (fc.in_features, fc.out_features) == (1600, 128)  # 64 x 5 x 5
     assert model.features(torch.randn(2, 1, 28, 28)).shape == (2, 128)
-    with pytest.raises(ValueError, match="inference"):
+    with pytest.raises(ConfigError, match="model.inference='mean' is invalid"):
         NoPropSharedModel((1, 28, 28), 10, inference="mean")
 
 

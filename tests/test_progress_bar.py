@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sparse_lab.callbacks import TimedProgressBar
+from sparse_lab.errors import ConfigError
 
 
 def test_redraws_by_the_clock_and_at_the_last_batch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,5 +25,5 @@ def test_interval_zero_redraws_every_batch_and_disabled_bar_never() -> None:
     assert all(bar._should_update(b, 5) for b in range(1, 6))
     bar.disable()
     assert not any(bar._should_update(b, 5) for b in range(1, 6))
-    with pytest.raises(ValueError, match="refresh_interval_s"):
+    with pytest.raises(ConfigError, match=r"callbacks.progress_bar.refresh_interval_s=-1 is invalid: it must be a finite number >= 0"):
         TimedProgressBar(refresh_interval_s=-1)

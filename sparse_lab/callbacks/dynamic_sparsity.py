@@ -9,12 +9,13 @@ import lightning as L
 import torch
 
 from sparse_lab.callbacks.masking import MaskEnforcer
-from sparse_lab.errors import ConfigError
+from sparse_lab.checks import is_int, is_number, one_of, require
 from sparse_lab.sparsity import MaskSet, scores, select
 from sparse_lab.sparsity.dynamic import DropFraction
-from sparse_lab.sparsity.select import drop_and_grow
+from sparse_lab.sparsity.select import SCOPES, drop_and_grow
 
 GROWTH = ("random", "gradient")
+DISTRIBUTIONS = SCOPES[2:]  # the layer-wise densities: uniform, er, erk
 
 
 class DynamicSparsity(MaskEnforcer):
@@ -44,14 +45,13 @@ class DynamicSparsity(MaskEnforcer):
         include: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
     ) -> None:
-        if not 0 <= sparsity < 1:
-            raise ConfigError(f"sparsity={sparsity} is outside [0, 1)")
-        if growth not in GROWTH:
-            raise ConfigError(f"growth={growth!r} is not one of {', '.join(GROWTH)}")
-        if update_every is not None and update_every < 1:
-            raise ConfigError(f"update_every={update_every} must be >= 1 (or null: every epoch)")
-        if not 0 < end <= 1:
-            raise ConfigError(f"end={end} must be a fraction of training in (0, 1]")
+        key = "method.callbacks.dynamic_sparsity."
+        require(is_number(sparsity, 0) and sparsity < 1, "sparsity", sparsity, "a number in [0, 1)")
+        one_of(key + "distribution", distribution, DISTRIBUTIONS)
+        one_of(key + "growth", growth, GROWTH)
+        require(update_every is None or is_int(update_every, 1), key + "update_every", update_every,
+                "an integer >= 1 (optimizer steps) or null (every epoch)")
+        require(is_number(end, 0, 1, open_low=True), key + "end", end, "a fraction of training in (0, 1]")
         super().__init__(masks, include, exclude)
         self.sparsity, self.distribution, self.growth = sparsity, distribution, growth
         self.drop_fraction = drop_fraction or DropFraction()

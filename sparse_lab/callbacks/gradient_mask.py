@@ -9,7 +9,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from sparse_lab.checks import one_of
 from sparse_lab.errors import ConfigError
+from sparse_lab.methods.common import inner_model
 from sparse_lab.sparsity import (
     RandomWalkMask,
     edge_masks,
@@ -46,8 +48,7 @@ class RandomWalkGradientMask(Callback):
     """
 
     def __init__(self, sampler: RandomWalkMask, seed: int = 0, backward: str = "dense", method: str = "rw") -> None:
-        if backward not in BACKWARDS:
-            raise ConfigError(f"rw_backward={backward!r} is not one of {', '.join(BACKWARDS)}")
+        one_of("rw_backward", backward, BACKWARDS)
         if backward != "dense" and sampler.bias == "gradient":
             raise ConfigError(f"rw_backward={backward} draws the walk before backward, so it cannot use bias=gradient")
         self.sampler = sampler
@@ -67,7 +68,7 @@ class RandomWalkGradientMask(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Not in setup: the generator must live on the module's device, which Lightning moves it to
         # between setup and on_fit_start.
-        model = getattr(pl_module, "model", pl_module)
+        model = inner_model(pl_module)
         if self.backward != "dense":
             use_row_sparse_backward(model)
         self.linears = linear_chain(model, self.method)

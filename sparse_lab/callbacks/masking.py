@@ -7,14 +7,11 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
-from torch import nn
 
+from sparse_lab.methods.common import inner_model  # re-exported: protocols import it from here
 from sparse_lab.sparsity import MaskSet
 
-
-def inner_model(pl_module: L.LightningModule) -> nn.Module:
-    """The plain model a LightningModule trains (its ``model`` attribute), or the module itself."""
-    return getattr(pl_module, "model", pl_module)
+__all__ = ["MaskEnforcer", "inner_model"]
 
 
 class MaskEnforcer(Callback):

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 
 from sparse_lab.callbacks.masking import MaskEnforcer
-from sparse_lab.errors import ConfigError
+from sparse_lab.checks import is_int, one_of, require
 from sparse_lab.sparsity import MaskSet, scores
 from sparse_lab.sparsity.select import SCOPES, select, shuffle_within_layers
 
@@ -44,12 +44,9 @@ class Pruner(MaskEnforcer):
         shuffle: str | None = None,
         seed: int = 0,
     ) -> None:
-        if scope not in SCOPES:
-            raise ConfigError(f"pruning scope={scope!r} is not one of {', '.join(SCOPES)}")
-        if not isinstance(rounds, int) or rounds < 1:
-            raise ConfigError(f"pruning rounds={rounds!r} must be an integer >= 1")
-        if shuffle not in (None, "layer"):
-            raise ConfigError(f"mask.shuffle={shuffle!r} is not one of null, layer")
+        one_of("method.callbacks.pruner.scope", scope, SCOPES)
+        require(is_int(rounds, 1), "method.callbacks.pruner.rounds", rounds, "an integer >= 1")
+        one_of("mask.shuffle", shuffle, (None, "layer"))
         super().__init__(masks, include, exclude)
         self.schedule = schedule
         self.score = score

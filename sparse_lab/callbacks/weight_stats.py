@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from sparse_lab.atomic import atomic_write_text
-from sparse_lab.callbacks.masking import inner_model
+from sparse_lab.methods.common import inner_model
 from sparse_lab.plots import decorate, new_axes, save
 from sparse_lab.sparsity import prunable_parameters
 

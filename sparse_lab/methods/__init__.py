@@ -1,6 +1,7 @@
 """LightningModules, one per kind of training."""
 
-from sparse_lab.methods.classifier import Classifier, NonFiniteLossError
+from sparse_lab.methods.classifier import Classifier
+from sparse_lab.methods.common import NonFiniteLossError, inner_model
 from sparse_lab.methods.noprop import (
     DenoisingClassifier,
     NoPropDT,
@@ -17,4 +18,5 @@ __all__ = [
     "NoPropDTBackprop",
     "NoPropShared",
     "NoPropSharedBackprop",
+    "inner_model",
 ]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -12,31 +11,12 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from sparse_lab.errors import ConfigError, SparseLabError
+from sparse_lab.checks import is_int, is_number, one_of, require
+from sparse_lab.errors import SparseLabError
+from sparse_lab.methods.common import NonFiniteLossError, OptimizerFactory, SchedulerFactory, check_finite_loss, eval_stage
 from sparse_lab.sparsity.legacy import convert_pruned_state_dict
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 STAGES = ("train", "val", "test")
-
-
-class NonFiniteLossError(SparseLabError):
-    """Training loss became NaN or infinite."""
-
-
-def check_finite_loss(loss: float, epoch: int) -> None:
-    """Raise :class:`NonFiniteLossError` with the fix when an epoch's training loss is NaN or infinite."""
-    if not math.isfinite(loss):
-        raise NonFiniteLossError(
-            f"training loss is {loss} in epoch {epoch}: the run stopped, and the last finite checkpoint and "
-            "metrics.json were kept. Try a smaller lr= or check the data."
-        )
-
-
-def eval_stage(module: L.LightningModule, dataloader_idx: int) -> str:
-    """The stage a validation loader logs under: the datamodule's ``val_loader_names``, else ``val``."""
-    names = getattr(module.trainer.datamodule, "val_loader_names", None) if module._trainer is not None else None
-    return names[dataloader_idx] if names else "val"
 
 
 class Classifier(L.LightningModule):
@@ -60,14 +40,15 @@ class Classifier(L.LightningModule):
         metric_update_every: int = 64,
     ) -> None:
         super().__init__()
-        # Manual optimization: Lightning's automatic closure machinery costs about 0.4 ms a step,
-        # a quarter of a small MLP's step on a CPU. The hooks that methods rely on still fire in
+        # Manual optimization: Lightning's automatic closure machinery is a sizeable share of a small
+        # MLP's step on a CPU (docs/speed.md). The hooks that methods rely on still fire in
         # the same order: on_before_backward, on_after_backward, on_before_optimizer_step.
         self.automatic_optimization = False
-        if scheduler_interval not in ("epoch", "step"):
-            raise ConfigError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
-        if metric_update_every < 1:
-            raise ConfigError(f"metric_update_every must be >= 1, got {metric_update_every}")
+        one_of("method.module.scheduler_interval", scheduler_interval, ("epoch", "step"))
+        require(is_int(metric_update_every, 1), "method.module.metric_update_every", metric_update_every,
+                "an integer >= 1 (steps whose predictions one metric update takes)")
+        require(is_number(label_smoothing, 0) and label_smoothing < 1, "method.module.label_smoothing", label_smoothing,
+                "a number in [0, 1)")
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -76,8 +57,8 @@ class Classifier(L.LightningModule):
         # Per-stage running aggregates, logged once per epoch: Lightning's per-step ``self.log`` costs
         # more than a small model's whole training step. A step only queues its predicted labels,
         # targets and loss; the metrics get them in one update every ``metric_update_every`` steps
-        # and before every compute. Two metric updates a step cost about 0.25 ms inside a training
-        # loop on a 2-core CPU (a dozen small tensor ops), an eighth of the MNIST MLP's step.
+        # and before every compute. Two metric updates a step are a dozen small tensor ops, which run
+        # slowly inside a training loop: a noticeable share of a small MLP's step (docs/speed.md).
         self.metric_update_every = metric_update_every
         self._queued: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {stage: [] for stage in STAGES}
         for stage in STAGES:

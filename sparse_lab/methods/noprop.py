@@ -14,7 +14,6 @@ Evaluation reads images only; labels only score the predictions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
@@ -24,11 +23,11 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from sparse_lab.checks import is_int, one_of, require
 from sparse_lab.errors import ConfigError
-from sparse_lab.methods.classifier import check_finite_loss, eval_stage
+from sparse_lab.methods.common import OptimizerFactory, check_finite_loss, eval_stage
 from sparse_lab.models.noprop import NoPropDTModel, NoPropSharedModel
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 EVAL_STAGES = ("val", "test")
 ORDERS = ("batch", "block")
 
@@ -41,8 +40,9 @@ class DenoisingClassifier(L.LightningModule):
     ``train/optimizer_steps`` and ``train/batches`` come from this module's own counters.
     """
 
-    model_type: type[nn.Module] = nn.Module
-    model_option = ""
+    # Declarations that config validation reads (sparse_lab.validation.dedicated_models): the model
+    # class this method alone can train (None: any), and this method's option in conf/method/.
+    model_type: type[nn.Module] | None = None
     method_name = "noprop"
 
     def __init__(
@@ -56,13 +56,15 @@ class DenoisingClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
-        if not isinstance(model, self.model_type):
+        if self.model_type is not None and not isinstance(model, self.model_type):
             raise ConfigError(
-                f"method={self.method_name} needs its own model: add model={self.model_option} "
+                f"method={self.method_name} needs its own model: add model={self.model_type.config_option} "
                 f"(got {type(model).__name__})"
             )
-        if min(eval_runs, epoch_eval_runs) < 1:
-            raise ConfigError(f"eval_runs and epoch_eval_runs must be >= 1, got {eval_runs} and {epoch_eval_runs}")
+        require(is_int(eval_runs, 1), "method.module.eval_runs", eval_runs,
+                "an integer >= 1 (stochastic inference runs in the final test)")
+        require(is_int(epoch_eval_runs, 1), "method.module.epoch_eval_runs", epoch_eval_runs,
+                "an integer >= 1 (stochastic inference runs per epoch)")
         self.model = model
         self.optimizer_factory = optimizer
         self.eval_runs = eval_runs
@@ -202,7 +204,6 @@ class NoPropDT(DenoisingClassifier):
     """
 
     model_type = NoPropDTModel
-    model_option = "noprop_dt"
     method_name = "noprop_dt"
 
     def __init__(
@@ -216,8 +217,7 @@ class NoPropDT(DenoisingClassifier):
         seed: int = 0,
     ) -> None:
         super().__init__(model, optimizer, num_classes, eval_runs, epoch_eval_runs, seed)
-        if order not in ORDERS:
-            raise ConfigError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+        one_of("method.module.order", order, ORDERS)
         self.order = order
 
     def on_train_start(self) -> None:
@@ -287,7 +287,6 @@ class NoPropDTBackprop(BackpropTwin):
     """
 
     model_type = NoPropDTModel
-    model_option = "noprop_dt"
     method_name = "noprop_backprop"
 
     def summed_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[int, Tensor]]:
@@ -318,7 +317,6 @@ class NoPropShared(DenoisingClassifier):
     """
 
     model_type = NoPropSharedModel
-    model_option = "noprop_shared"
     method_name = "noprop_shared"
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -350,7 +348,6 @@ class NoPropSharedBackprop(BackpropTwin):
     """The backprop twin of :class:`NoPropShared`: encoder and denoisers end to end on the summed MSE."""
 
     model_type = NoPropSharedModel
-    model_option = "noprop_shared"
     method_name = "noprop_shared_backprop"
 
     def summed_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[int, Tensor]]:

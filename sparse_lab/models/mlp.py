@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from sparse_lab.checks import is_int_list, one_of, require
+
 INITS = ("torch", "glorot_uniform", "glorot_normal")
 
 
@@ -23,8 +25,9 @@ class MLP(nn.Module):
         self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 128), init: str = "torch"
     ) -> None:
         super().__init__()
-        if init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+        require(is_int_list(hidden, empty=True), "model.hidden", hidden,
+                "a list of positive integers (the hidden widths), e.g. model.hidden=[256,128]")
+        one_of("model.init", init, INITS)
         self.init = init
         widths = [math.prod(input_shape), *hidden, num_classes]
         layers: list[nn.Module] = [nn.Flatten()]

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor
 
+from sparse_lab.checks import is_int, is_number, require
+
 
 class CosineNoiseSchedule:
     """NoProp-DT's fixed cosine schedule, with an offset that keeps the SNR finite.
@@ -34,10 +36,8 @@ class CosineNoiseSchedule:
     """
 
     def __init__(self, steps: int, offset: float = 0.008, eta: float = 0.1) -> None:
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if offset <= 0:
-            raise ValueError(f"offset must be > 0 so that the SNR stays finite, got {offset}")
+        require(is_int(steps, 1), "model.steps", steps, "an integer >= 1")
+        require(is_number(offset, 0, open_low=True), "model.schedule_offset", offset, "a finite number > 0 (it keeps the SNR finite)")
         self.steps = steps
         self.offset = offset
         self.eta = eta
@@ -77,8 +77,7 @@ class LinearAlphaSchedule:
     """
 
     def __init__(self, steps: int, alpha_start: float = 1.0, alpha_end: float = 0.1) -> None:
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        require(is_int(steps, 1), "model.steps", steps, "an integer >= 1")
         self.steps = steps
         self.alpha = torch.linspace(alpha_start, alpha_end, steps, dtype=torch.float64)
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sparse_lab.checks import is_int, is_int_list, is_number, one_of, require
+from sparse_lab.errors import ConfigError
 from sparse_lab.models.cnn import conv_pool_out, conv_pool_relu
 from sparse_lab.models.noise_schedule import CosineNoiseSchedule, LinearAlphaSchedule
 
@@ -73,7 +75,10 @@ class NoPropDTModel(nn.Module):
 
     ``embedding="onehot"``: ``W_embed`` is the identity (a buffer); ``"learned"``: a parameter of
     shape ``(classes, embedding_dim)``, orthogonally initialised. The head reads the class from ``z_T``.
+    Only the methods whose ``model_type`` is this class train it (read by config validation).
     """
+
+    config_option = "noprop_dt"  # conf/model/noprop_dt.yaml
 
     def __init__(
         self,
@@ -88,8 +93,16 @@ class NoPropDTModel(nn.Module):
         eta: float = 0.1,
     ) -> None:
         super().__init__()
-        if embedding not in EMBEDDINGS:
-            raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
+        require(is_int(steps, 1), "model.steps", steps, "an integer >= 1 (NoProp blocks)")
+        require(is_number(width, 0, open_low=True), "model.width", width, "a finite number > 0 (1.0 = the paper's block widths)")
+        one_of("model.embedding", embedding, EMBEDDINGS)
+        require(embedding_dim is None or is_int(embedding_dim, 1), "model.embedding_dim", embedding_dim, "null or an integer >= 1")
+        require(is_number(dropout, 0) and dropout < 1, "model.dropout", dropout, "a number in [0, 1)")
+        require(is_number(schedule_offset, 0, open_low=True), "model.schedule_offset", schedule_offset,
+                "a finite number > 0 (0.008 in the paper): it keeps the SNR finite")
+        require(is_number(eta, 0), "model.eta", eta, "a finite number >= 0")
+        if min(input_shape[1:]) < 4:  # two conv+pool stages
+            raise ConfigError(f"model=noprop_dt needs images of at least 4x4 pixels, the data has {input_shape[1]}x{input_shape[2]}")
         dim = num_classes if embedding == "onehot" else (embedding_dim or num_classes)
         if embedding == "onehot":
             self.register_buffer("embed", torch.eye(num_classes))
@@ -145,7 +158,10 @@ class NoPropSharedModel(nn.Module):
     predicts ``u_hat`` and ``sqrt(alpha_t) u_hat + sqrt(1 - alpha_t) eps`` goes on (with
     ``alpha_1 = 1`` the last prediction comes out as it is). ``inference="chain"``: each
     prediction is the next denoiser's input as it is, no noise after the start.
+    Only the methods whose ``model_type`` is this class train it (read by config validation).
     """
+
+    config_option = "noprop_shared"  # conf/model/noprop_shared.yaml
 
     def __init__(
         self,
@@ -161,15 +177,23 @@ class NoPropSharedModel(nn.Module):
         inference: str = "renoise",
     ) -> None:
         super().__init__()
-        if inference not in INFERENCES:
-            raise ValueError(f"inference must be one of {', '.join(INFERENCES)}, got {inference!r}")
+        require(is_int(steps, 1), "model.steps", steps, "an integer >= 1 (denoisers)")
+        require(is_int_list(channels, empty=True), "model.channels", channels,
+                "a list of positive integers (one conv layer each), e.g. model.channels=[32,64]")
+        require(is_int(features, 1), "model.features", features, "an integer >= 1")
+        require(is_int(hidden, 1), "model.hidden", hidden, "an integer >= 1 (the denoisers' hidden width)")
+        for key, alpha in (("model.alpha_start", alpha_start), ("model.alpha_end", alpha_end)):
+            require(is_number(alpha, 0, 1, open_low=True), key, alpha, "a number in (0, 1]")
+        require(is_int(padding, 0), "model.padding", padding, "an integer >= 0 (the encoder's 3x3 convolutions)")
+        one_of("model.inference", inference, INFERENCES)
         c, h, w = input_shape
         layers: list[nn.Module] = []
         for out in channels:
             layers += conv_pool_relu(c, out, padding)
             c, h, w = out, conv_pool_out(h, padding), conv_pool_out(w, padding)
-        if min(h, w) < 1:
-            raise ValueError(f"input {tuple(input_shape)} is too small for {len(channels)} conv+pool stages with padding={padding}")
+        require(min(h, w) >= 1, "model.channels", channels,
+                f"at most as many conv+pool stages (with model.padding={padding}) as the {input_shape[1]}x{input_shape[2]} "
+                "images allow")
         layers += [nn.Flatten(), nn.Linear(c * h * w, features)]
         self.encoder = nn.Sequential(*layers)
         self.denoisers = nn.ModuleList(

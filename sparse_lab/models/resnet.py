@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from sparse_lab.checks import is_int, require
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers with a identity (or 1x1 conv-BN) shortcut."""
@@ -32,6 +34,7 @@ class ResNet18(nn.Module):
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, width: int = 64) -> None:
         super().__init__()
+        require(is_int(width, 1), "model.width", width, "a positive integer (the first stage's channels; 64 = the reference)")
         channels = input_shape[0]
         self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         layers: list[nn.Module] = []

@@ -1,6 +1,18 @@
-"""The sparsity core, no Lightning inside: the mask core (:class:`MaskSet`, score functions in
-``scores``, selection rules in ``select``), pruning schedules, and the random-walk gradient masks.
-Imports only torch (and numba, on the first compiled walk)."""
+"""The sparsity core, no Lightning inside.
+
+- the mask core: :class:`MaskSet` (``masks``), score functions (``scores``), selection rules and
+  layer-wise densities (``select``), pruning schedules (``schedules``) and RigL's drop fraction
+  (``dynamic``);
+- random-walk gradient masks: the sampler (``random_walk``, :class:`RandomWalkMask`) and its
+  compiled CPU walk (``walk_kernel``, numba kernels in ``_walk_numba``);
+- sparse backward and inference: row-sparse Linear layers (``row_sparse``) and compiled sparse
+  kernels (``kernels``: edge weight-gradients, :class:`~sparse_lab.sparsity.kernels.SparseLinear`,
+  :class:`~sparse_lab.sparsity.kernels.SparseChain`);
+- ``legacy``: checkpoints of the earlier ``torch.nn.utils.prune``-based code converted to plain
+  weights and masks.
+
+Imports torch and numpy (and numba, on the first compiled walk or kernel), and
+:mod:`sparse_lab.errors`."""
 
 from sparse_lab.sparsity import scores
 from sparse_lab.sparsity.masks import (

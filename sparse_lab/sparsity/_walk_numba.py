@@ -6,7 +6,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from sparse_lab.sparsity.walk_kernel import BLOCK, FAST, GROUP
+BLOCK = 64  # entries per block: from 64 on, the block sums vectorize
+GROUP = 8  # entries per group inside a block
+# Reassociation lets the sums vectorize; no assumption of finite values (NaN weights reach the
+# uniform fallback).
+FAST = {"reassoc", "nsz"}
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)

@@ -2,8 +2,8 @@
 
 The tensor walk (:func:`sparse_lab.sparsity.random_walk._sample_proportional`) builds a cumulative
 sum over every row of every layer on each step, then binary-searches it: a dozen whole-matrix
-passes and small tensor operations per layer, 0.7 ms a step for the 784-256-128-10 MLP at 1000
-paths on a 2-core CPU. Here each visited row gets block sums of ``|score|`` (one vectorized pass
+passes and small tensor operations per layer, a large share of a small MLP's step (docs/speed.md
+has the figures). Here each visited row gets block sums of ``|score|`` (one vectorized pass
 over the row), and each path counts the blocks, then the groups of 8 entries, then the entries
 that its target mass passes: a few dozen branch-free additions and comparisons a path, from the
 same uniform numbers to the same columns (float64 arithmetic both ways).
@@ -24,11 +24,6 @@ from torch import Tensor
 
 from sparse_lab.sparsity.kernels._load import import_or_none, require
 
-BLOCK = 64  # entries per block: from 64 on, the block sums vectorize
-GROUP = 8  # entries per group inside a block
-# Reassociation lets the sums vectorize; no assumption of finite values (NaN weights reach the
-# uniform fallback).
-FAST = {"reassoc", "nsz"}
 DTYPES = (torch.float32, torch.float64)
 MASK_DTYPES = {torch.bool: np.bool_, torch.float32: np.float32, torch.float64: np.float64}
 _NO_INTS = np.empty(0, np.int64)

@@ -2,8 +2,8 @@
 
 Dense operands are feature-major (``(features, batch)``, C-contiguous): every inner loop runs over
 the batch, contiguous in memory, so it vectorizes. All kernels run on one thread: numba's thread
-pool waiting beside torch's OpenMP pool on this 2-core CPU made torch's own dense products in the
-same process up to 5 times slower (benchmarks/sparse_speed.py, 2 threads).
+pool waiting beside torch's OpenMP pool competes with it for the cores and made torch's own dense
+products in the same process several times slower (benchmarks/sparse_speed.py; figures in docs/speed.md).
 """
 
 from __future__ import annotations

@@ -12,11 +12,11 @@ from torch import Tensor, nn
 
 from sparse_lab.sparsity.kernels._load import DTYPES, available, compiled
 
-# Densities above which the dense kernels are faster on this 2-core CPU (benchmarks/sparse_speed.py,
-# "crossover", a 300x784 layer, 1 torch thread): sparse was faster up to 0.1 at batch 32 and up to
-# 0.2 at batch 128 (forward, and forward + backward); at batch 1 a single layer was slower at every
-# density measured (from 0.01: Python and dispatch cost more than the arithmetic saved), so small
-# batches take the dense kernels (the fused SparseChain has its own limit).
+# Densities above which the dense kernels are faster, as measured by benchmarks/sparse_speed.py
+# ("crossover", a 300x784 layer, 1 torch thread; the figures are in docs/speed.md): sparse wins only
+# at low densities, and at batch 1 a single layer lost at every density measured (Python and dispatch
+# cost more than the arithmetic saved), so small batches take the dense kernels (the fused
+# SparseChain has its own limit).
 DENSE_ABOVE = 0.1
 DENSE_ABOVE_SMALL_BATCH = 0.0
 SMALL_BATCH = 8
