@@ -114,6 +114,9 @@ RULES: list[tuple[str, Check, str]] = [
     ("method.callbacks.pruner.rounds", _int(1), "an integer >= 1"),
     ("method.callbacks.dynamic_sparsity.distribution", _choice(*SCOPES[2:]), f"one of: {', '.join(SCOPES[2:])}"),
     ("trainer.log_every_n_steps", _int(1), "an integer >= 1"),
+    ("trainer.gradient_clip_val", lambda v: v is None or is_number(v, 0), "null or a finite number >= 0 (0: no clipping)"),
+    ("trainer.gradient_clip_algorithm", _choice("norm", "value"), "one of: norm, value"),
+    ("trainer.accumulate_grad_batches", _int(1), "an integer >= 1"),
     ("callbacks.progress_bar.refresh_interval_s", _positive_number, "a finite number > 0 (seconds)"),
 ]
 
@@ -368,6 +371,24 @@ def _memory(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def _gradient_options(cfg: DictConfig) -> list[str]:
+    """Lightning's gradient clipping and accumulation, refused for the methods that cannot honour them."""
+    clip = OmegaConf.select(cfg, "trainer.gradient_clip_val")
+    accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches")
+    asked = [f"trainer.gradient_clip_val={clip}"] if is_number(clip) and clip > 0 else []
+    if is_int(accumulate, 2):
+        asked.append(f"trainer.accumulate_grad_batches={accumulate}")
+    module = str(OmegaConf.select(cfg, "method.module._target_") or "")
+    if asked and module.rsplit(".", 1)[-1].startswith("NoProp"):
+        return [f"{' and '.join(asked)} cannot be used with {module.rsplit('.', 1)[-1]}: its blocks step their own "
+                "optimizers by hand (one backward per block), which Lightning's clipping and accumulation do not reach; "
+                "remove the option"]
+    if is_int(accumulate, 2) and OmegaConf.select(cfg, "method.callbacks.gradient_mask") is not None:
+        return [f"trainer.accumulate_grad_batches={accumulate} cannot be used with the random-walk methods: each "
+                "optimizer step keeps the gradients of the walk drawn for its batch; use a larger batch_size instead"]
+    return []
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming every invalid value, before any training or writing."""
     problems = []
@@ -389,6 +410,7 @@ def validate(cfg: DictConfig) -> None:
             f"compile=true cannot be combined with rw_backward={walk_backward}: use rw_backward=dense or compile=false"
         )
     problems += _compatibility(cfg)
+    problems += _gradient_options(cfg)
     problems += _protocol(cfg)
     problems += _hardware(cfg)
     problems += _data_size(cfg) or _memory(cfg)

@@ -68,3 +68,30 @@ class KillInValidation(Callback):
             return
         if trainer.current_epoch == self.epoch and batch_idx == self.batch and not trainer.sanity_checking:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class GradNormProbe(Callback):
+    """Records, after every training batch (its optimizer step done, the gradients it stepped with still
+    in place), the total 2-norm of the gradients and whether every pruned weight's gradient is zero;
+    writes them to ``<run dir>/grad_probe.json`` when training ends."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+        self.pruned_grads_zero: list[bool] = []
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        import torch
+
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        self.norms.append(float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))))
+        masks = next((cb.masks for cb in trainer.callbacks if getattr(cb, "masks", None) is not None), None)
+        if masks is not None:
+            params = dict(pl_module.model.named_parameters())
+            self.pruned_grads_zero.append(all(not params[n].grad[~m].any() for n, m in masks.masks.items()))
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        import json
+        from pathlib import Path
+
+        record = {"norms": self.norms, "pruned_grads_zero": self.pruned_grads_zero}
+        (Path(trainer.default_root_dir) / "grad_probe.json").write_text(json.dumps(record))

@@ -48,6 +48,13 @@ class MaskEnforcer(Callback):
         if self.input_shape is None:
             self.input_shape = tuple(batch[0].shape[1:])
 
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        # Under Lightning's automatic optimization (a Trainer that clips or accumulates) the step's
+        # own pre-hook runs before the closure's backward, and Lightning clips right after this hook:
+        # mask here, so that the step and the clipping norm see only the kept gradients.
+        if pl_module.automatic_optimization:
+            self.masks.mask_gradients_early()
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.log_dict(self.masks.sparsity(self.input_shape))
 

@@ -40,10 +40,6 @@ class Classifier(L.LightningModule):
         metric_update_every: int = 64,
     ) -> None:
         super().__init__()
-        # Manual optimization: Lightning's automatic closure machinery is a sizeable share of a small
-        # MLP's step on a CPU (docs/speed.md). The hooks that methods rely on still fire in
-        # the same order: on_before_backward, on_after_backward, on_before_optimizer_step.
-        self.automatic_optimization = False
         one_of("method.module.scheduler_interval", scheduler_interval, ("epoch", "step"))
         require(is_int(metric_update_every, 1), "method.module.metric_update_every", metric_update_every,
                 "an integer >= 1 (steps whose predictions one metric update takes)")
@@ -64,6 +60,18 @@ class Classifier(L.LightningModule):
         for stage in STAGES:
             setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes, average="micro", validate_args=False))
             setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))  # keep NaN visible
+
+    @property
+    def automatic_optimization(self) -> bool:
+        """Manual optimization unless the Trainer clips (``gradient_clip_val``) or accumulates
+        (``accumulate_grad_batches``) gradients: then Lightning's own loop does both, as users know them.
+
+        Lightning's automatic closure costs a small model a noticeable share of its step (docs/speed.md);
+        the manual step fires the same hooks in the same order: on_before_backward,
+        on_after_backward, on_before_optimizer_step.
+        """
+        trainer = self._trainer
+        return trainer is not None and (bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets _current_fx_name around every hook call (about 40 times a step); a plain
@@ -112,6 +120,8 @@ class Classifier(L.LightningModule):
             check_finite_loss(float(values["train/loss"]), self.current_epoch)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        if self.automatic_optimization:
+            return self._shared_step(batch, "train")
         optimizer = self.optimizers()
         loss = self._shared_step(batch, "train")
         optimizer.zero_grad()
@@ -123,7 +133,7 @@ class Classifier(L.LightningModule):
 
     def _step_scheduler(self) -> None:
         scheduler = self.lr_schedulers()
-        if scheduler is not None:
+        if scheduler is not None and not self.automatic_optimization:  # Lightning steps it in automatic mode
             scheduler.step()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -180,4 +190,5 @@ class Classifier(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+        scheduler = {"scheduler": self.scheduler_factory(optimizer), "interval": self.scheduler_interval}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -226,6 +226,9 @@ class LotteryTicket(Protocol):
         theta0 = torch.load(previous / "theta0.pt")
         state = json.loads((previous / "lottery.json").read_text())
         state.pop("control", None)
+        if not state["rounds"]:  # stopped in round 0: it starts again from theta_0
+            self._rewind(job.model, theta0, job.masks)
+            return theta0, state, 0
         last = state["rounds"][-1]
         ticket = torch.load(previous / f"round_{last['round']:02d}" / "ticket.pt")
         job.masks.set(masks_by_name(ticket["masks"], job.masks.params))
@@ -309,6 +312,7 @@ class LotteryTicket(Protocol):
         template = copy.deepcopy(model)  # for the control's fresh init
         theta0, state, start = self._resume(job, Path(resume)) if resume else self._start(job)
         _save(theta0, out_dir / "theta0.pt")
+        _write_json(state, out_dir / "lottery.json")  # from the start: a run stopped in round 0 can resume
         round_masks: dict[int, dict[str, Tensor]] = {}
 
         for k in range(start, self.rounds):

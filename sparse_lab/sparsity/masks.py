@@ -144,6 +144,7 @@ class MaskSet:
         self.masks: dict[str, Tensor] = {n: torch.ones_like(params[n], dtype=torch.bool) for n in self.names}
         self.keep_dense_grads = False
         self.dense_grads: dict[str, Tensor] | None = None
+        self._masked_before_step = False  # set by mask_gradients_early(): the dense gradient is already kept
         self._optimizers: list[torch.optim.Optimizer] = []
         self._handles: list[RemovableHandle] = []
         self._factors: list[Tensor] | None = None  # masks in the parameters' dtype, for the per-step multiplies
@@ -274,12 +275,21 @@ class MaskSet:
         self._handles, self._optimizers = [], []
 
     @torch.no_grad()
-    def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    def mask_gradients_early(self) -> None:
+        """Mask the gradients now, before the step (keeping the dense gradient first when
+        ``keep_dense_grads`` is set): for work between backward and the step that must see only the
+        kept entries, such as gradient-norm clipping. The step's own hook masks them again, a no-op."""
+        self._before_step(None, (), {})
+        self._masked_before_step = True
+
+    @torch.no_grad()
+    def _before_step(self, optimizer: torch.optim.Optimizer | None, args: Any, kwargs: Any) -> None:
+        early, self._masked_before_step = self._masked_before_step, False
         params = self.params
         grads = [params[n].grad for n in self.names]
         if any(g is None for g in grads):
             return  # a parameter this step does not train
-        if self.keep_dense_grads:
+        if self.keep_dense_grads and not early:
             self.dense_grads = {n: g.clone() for n, g in zip(self.names, grads)}
         torch._foreach_mul_(grads, self._mask_factors(params))
 

@@ -1,0 +1,71 @@
+"""Lightning's gradient clipping and accumulation, set on the Trainer as users know them, work with the
+classifier methods (which otherwise optimize manually) and are refused up front where they cannot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparse_lab.app import train
+from sparse_lab.errors import ConfigError
+from tests.conftest import make_cfg
+
+TINY = ["data.train_size=64", "data.test_size=32", "data.val_size=0", "model.hidden=[16]"]
+CLIP = 0.05
+
+
+def run_with_probe(tmp_path: Path, *overrides: str) -> dict:
+    train(make_cfg(tmp_path, *TINY, *overrides, "+callbacks.probe._target_=tests.helpers.GradNormProbe"))
+    return json.loads((tmp_path / "grad_probe.json").read_text())
+
+
+@pytest.mark.parametrize("method", ["full", "snip"])
+def test_gradient_norm_clipping_bounds_every_step_after_masking(tmp_path: Path, method: str) -> None:
+    probe = run_with_probe(tmp_path, f"method={method}", "sparsity=0.9", "batch_size=16", "epochs=2",
+                           f"+trainer.gradient_clip_val={CLIP}")
+    assert len(probe["norms"]) == 8
+    assert all(n <= CLIP * (1 + 1e-4) for n in probe["norms"]), probe["norms"]
+    # Clipped to exactly CLIP after the pruned gradients were removed: had the norm counted them, the
+    # kept gradients' norm would fall below CLIP once they are masked.
+    assert max(probe["norms"]) == pytest.approx(CLIP, rel=1e-4)
+    if method == "snip":
+        assert probe["pruned_grads_zero"] and all(probe["pruned_grads_zero"])
+
+
+def test_no_clipping_without_the_option(tmp_path: Path) -> None:
+    probe = run_with_probe(tmp_path, "method=full", "batch_size=16")
+    assert max(probe["norms"]) > CLIP * 2  # the bound above is the option's doing
+
+
+def test_accumulating_two_batches_equals_one_batch_twice_as_large(tmp_path: Path) -> None:
+    sgd = ["method.module.optimizer._target_=torch.optim.SGD", "method.module.optimizer.fused=null", "lr=0.1"]
+    train(make_cfg(tmp_path / "acc", *TINY, *sgd, "batch_size=16", "epochs=2", "+trainer.accumulate_grad_batches=2"))
+    train(make_cfg(tmp_path / "big", *TINY, *sgd, "batch_size=32", "epochs=2"))
+
+    def weights(run: Path) -> dict[str, torch.Tensor]:
+        ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+        return ckpt["state_dict"] | {"global_step": torch.tensor(ckpt["global_step"])}
+
+    acc, big = weights(tmp_path / "acc"), weights(tmp_path / "big")
+    assert int(acc["global_step"]) == int(big["global_step"]) == 4  # 8 batches of 16 made 4 optimizer steps
+    assert all(torch.allclose(acc[k].float(), big[k].float(), atol=1e-6) for k in big)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["method=rw_target", "+trainer.accumulate_grad_batches=2"], "cannot be used with the random-walk methods"),
+        (["method=noprop_dt", "model=noprop_dt", "+trainer.gradient_clip_val=1.0"], "cannot be used with NoPropDT"),
+        (["method=noprop_shared", "model=noprop_shared", "+trainer.accumulate_grad_batches=2"], "cannot be used with NoPropShared"),
+        (["+trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0 is invalid"),
+        (["+trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 is invalid"),
+        (["+trainer.gradient_clip_algorithm=median"], "trainer.gradient_clip_algorithm='median' is invalid"),
+    ],
+)
+def test_options_a_method_cannot_honour_are_refused_before_training(tmp_path: Path, overrides: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        train(make_cfg(tmp_path / "run", *overrides))
+    assert not (tmp_path / "run").exists()
