@@ -102,7 +102,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.data)
-    model = build(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
+    model_args = OmegaConf.to_container(cfg.method.get("model_args") or {}, resolve=True)  # e.g. small_dense's
+    model = build(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, **model_args)
     if cfg.get("compile", False):
         # In place (nn.Module.compile): the module, its layer names and state-dict keys stay as they are,
         # so pruning hooks, random-walk masks and checkpoints see the same model; dynamo recompiles

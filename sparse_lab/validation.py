@@ -389,6 +389,26 @@ def _gradient_options(cfg: DictConfig) -> list[str]:
     return []
 
 
+def _model_args(cfg: DictConfig) -> list[str]:
+    """The constructor arguments a method adds to the model (``method.model_args``) exist on the model."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    args = OmegaConf.select(cfg, "method.model_args")
+    if not args:
+        return []
+    try:
+        accepted = inspect.signature(get_class(OmegaConf.select(cfg, "model._target_"))).parameters
+    except Exception:
+        return []
+    missing = [k for k in args if k not in accepted]
+    if missing:
+        return [f"method.model_args.{missing[0]}: this method needs a model that takes {', '.join(missing)}, which "
+                f"{OmegaConf.select(cfg, 'model._target_')} does not: use model=mlp or model=lenet300"]
+    return []
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming every invalid value, before any training or writing."""
     problems = []
@@ -411,6 +431,7 @@ def validate(cfg: DictConfig) -> None:
         )
     problems += _compatibility(cfg)
     problems += _gradient_options(cfg)
+    problems += _model_args(cfg)
     problems += _protocol(cfg)
     problems += _hardware(cfg)
     problems += _data_size(cfg) or _memory(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,3 +131,28 @@ def test_model_constructors_refuse_bad_values_naming_the_config_key(cls: type, k
 def test_too_small_images_and_bad_schedules_are_config_errors(build: object, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         build()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(("hidden", "density"), [([300, 100], 0.1), ([300, 100], 0.02), ([256, 128], 0.05), ([64], 0.3)])
+def test_dense_widths_match_the_weight_count_of_the_pruned_net(hidden: list[int], density: float) -> None:
+    from sparse_lab.models.mlp import dense_widths, weight_count
+
+    widths = dense_widths(784, hidden, 10, density)
+    assert len(widths) == len(hidden) and all(w >= 1 for w in widths)
+    ratio = weight_count(784, widths, 10) / (density * weight_count(784, hidden, 10))
+    assert abs(ratio - 1) < 0.05, (widths, ratio)
+    ratios = {round(w / h, 1) for w, h in zip(widths, hidden) if h >= 100}
+    assert len(ratios) <= 1  # one factor for every wide layer
+
+
+def test_small_dense_method_builds_the_scaled_dense_net(tmp_path: Path) -> None:
+    from sparse_lab.app import train
+    from tests.conftest import make_cfg
+
+    train(make_cfg(tmp_path / "run", "method=small_dense", "model=lenet300", "sparsity=0.9", "data.train_size=32",
+                   "data.test_size=32", "data.val_size=0", "batch_size=16"))
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert tuple(state["model.net.1.weight"].shape) == (33, 784)
+    assert tuple(state["model.net.3.weight"].shape) == (11, 33)
+    with pytest.raises(ConfigError, match="method.model_args.match_sparsity"):
+        train(make_cfg(tmp_path / "cnn", "method=small_dense", "model=cnn", "sparsity=0.9"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
@@ -13,7 +12,7 @@ from torch import Tensor
 
 from sparse_lab.atomic import atomic_write_text
 from sparse_lab.methods.common import inner_model
-from sparse_lab.plots import decorate, new_axes, save
+from sparse_lab.report.figures import weight_histogram
 from sparse_lab.sparsity import prunable_parameters
 
 THRESHOLDS = (0.001, 0.01, 0.05, 0.1)
@@ -39,16 +38,7 @@ class WeightStatistics(Callback):
         out = Path(trainer.default_root_dir)
         atomic_write_text(out / "weight_stats.json", json.dumps(stats, indent=2))
         flat = torch.cat([w.reshape(-1) for w in weights]).cpu()
-        self._histogram(flat, stats, out, trainer)
-
-    @staticmethod
-    def _histogram(flat: Tensor, stats: dict[str, Any], out: Path, trainer: L.Trainer) -> None:
-        fig, ax = new_axes((6, 4))
-        ax.hist(flat.numpy(), bins=100)
-        title = (f"{int(stats['count'])} weights: mean {stats['mean']:.4f}, std {stats['std']:.3f}, "
-                 f"{100 * stats['below_0.1']:.1f}% |w|<0.1")
-        decorate(ax, "weight", "count", title, legend=False)
-        save(fig, out / "weight_histogram.png")
+        weight_histogram(flat, stats, out / "weight_histogram.png")
         experiment = getattr(trainer.logger, "experiment", None)
         if hasattr(experiment, "add_histogram"):
             experiment.add_histogram("weights/prunable", flat, global_step=trainer.global_step)

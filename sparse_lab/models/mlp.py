@@ -7,9 +7,27 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from sparse_lab.checks import is_int_list, one_of, require
+from sparse_lab.checks import is_int_list, is_number, one_of, require
 
 INITS = ("torch", "glorot_uniform", "glorot_normal")
+
+
+def weight_count(inputs: int, hidden: Sequence[int], outputs: int) -> int:
+    """Weights (not biases) of the MLP ``inputs -> hidden -> outputs``."""
+    widths = [inputs, *hidden, outputs]
+    return sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+def dense_widths(inputs: int, hidden: Sequence[int], outputs: int, density: float) -> list[int]:
+    """``hidden`` scaled by one factor f so that the dense MLP has ``density`` times the weights of
+    ``inputs -> hidden -> outputs`` (the count is quadratic in f: the root, each width rounded, at least 1)."""
+    if not hidden:
+        return []
+    quadratic = sum(a * b for a, b in zip(hidden[:-1], hidden[1:]))
+    linear = inputs * hidden[0] + hidden[-1] * outputs
+    target = density * weight_count(inputs, hidden, outputs)
+    f = target / linear if quadratic == 0 else (-linear + math.sqrt(linear**2 + 4 * quadratic * target)) / (2 * quadratic)
+    return [max(1, round(h * f)) for h in hidden]
 
 
 class MLP(nn.Module):
@@ -19,16 +37,27 @@ class MLP(nn.Module):
     ``xavier_uniform_`` weights, zero biases) or ``glorot_normal`` (Gaussian Glorot, as Frankle &
     Carbin initialise their fully connected nets; zero biases). The Linear layers are exposed in
     order as :attr:`linears` (input to output).
+
+    ``match_sparsity``: every hidden width scaled by one factor so that the net has as many weights
+    as ``hidden`` pruned to that sparsity (see :func:`dense_widths`): the small-dense control.
     """
 
     def __init__(
-        self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 128), init: str = "torch"
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        hidden: Sequence[int] = (256, 128),
+        init: str = "torch",
+        match_sparsity: float = 0.0,
     ) -> None:
         super().__init__()
         require(is_int_list(hidden, empty=True), "model.hidden", hidden,
                 "a list of positive integers (the hidden widths), e.g. model.hidden=[256,128]")
         one_of("model.init", init, INITS)
+        require(is_number(match_sparsity, 0) and match_sparsity < 1, "match_sparsity", match_sparsity, "a number in [0, 1)")
         self.init = init
+        if match_sparsity > 0:
+            hidden = dense_widths(math.prod(input_shape), hidden, num_classes, 1 - match_sparsity)
         widths = [math.prod(input_shape), *hidden, num_classes]
         layers: list[nn.Module] = [nn.Flatten()]
         for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):

@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 
 from sparse_lab.callbacks.metrics_json import MetricsJSONWriter
+from sparse_lab.methods.common import inner_model
 from sparse_lab.errors import ConfigError
 from sparse_lab.protocols.train import TrainerFactory, Train, find_callback, fit_and_test, resume_checkpoint
 from sparse_lab.report.figures import oneshot_figure
@@ -45,7 +46,7 @@ class OneShotPruning(Train):
     ) -> dict[str, float]:
         trainer = make_trainer(out_dir)
         dense = fit_and_test(trainer, module, datamodule, resume_checkpoint(resume))
-        masks = MaskSet(getattr(module, "model", module))
+        masks = MaskSet(inner_model(module))
         trained = {n: w.clone() for n, w in masks.weights().items()}
         rows = []
         for percent in self.percents:

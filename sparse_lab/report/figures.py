@@ -262,3 +262,14 @@ def make_figures(
             save(fig, out / f"{name}.png", close=False)  # kept open for the TensorBoard images
             saved[name] = fig
     return saved
+
+
+def weight_histogram(flat: Any, stats: dict[str, Any], path: Path) -> None:
+    """A histogram of a model's prunable weights (``flat``, one tensor) titled with their statistics
+    (:func:`sparse_lab.callbacks.weight_stats.weight_statistics`), saved to ``path``."""
+    fig, ax = new_axes((6, 4))
+    ax.hist(flat.numpy(), bins=100)
+    title = (f"{int(stats['count'])} weights: mean {stats['mean']:.4f}, std {stats['std']:.3f}, "
+             f"{100 * stats['below_0.1']:.1f}% |w|<0.1")
+    decorate(ax, "weight", "count", title, legend=False)
+    save(fig, path)
