@@ -102,7 +102,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.data)
-    model_args = OmegaConf.to_container(cfg.method.get("model_args") or {}, resolve=True)  # e.g. small_dense's
+    model_args = cfg.method.get("model_args")  # constructor arguments a method adds (small_dense's match_sparsity)
+    model_args = OmegaConf.to_container(model_args, resolve=True) if model_args else {}
     model = build(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, **model_args)
     if cfg.get("compile", False):
         # In place (nn.Module.compile): the module, its layer names and state-dict keys stay as they are,
