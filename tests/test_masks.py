@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from sparse_lab.errors import ConfigError
 from sparse_lab.models import MLP, SmallCNN
 from sparse_lab.sparsity import (
     MaskSet,
@@ -37,7 +38,7 @@ def test_prunable_is_every_multi_dim_weight_and_no_norm_or_bias() -> None:
     assert len(prunable_parameters(SmallCNN((1, 28, 28), 10))) == 4
     assert list(prunable_parameters(lth_net(), exclude=["net.5.*"])) == ["net.1.weight", "net.3.weight"]
     assert list(prunable_parameters(lth_net(), include=["*.bias"])) == ["net.1.bias", "net.3.bias", "net.5.bias"]
-    with pytest.raises(ValueError, match="no parameter"):
+    with pytest.raises(ConfigError, match="no parameter"):
         MaskSet(lth_net(), include=["nothing*"])
 
 

@@ -54,7 +54,8 @@ class MLP(nn.Module):
         require(is_int_list(hidden, empty=True), "model.hidden", hidden,
                 "a list of positive integers (the hidden widths), e.g. model.hidden=[256,128]")
         one_of("model.init", init, INITS)
-        require(is_number(match_sparsity, 0) and match_sparsity < 1, "match_sparsity", match_sparsity, "a number in [0, 1)")
+        require(is_number(match_sparsity, 0) and match_sparsity < 1, "method.model_args.match_sparsity", match_sparsity,
+                "a number in [0, 1) (small_dense: the sparsity whose weight count to match)")
         self.init = init
         if match_sparsity > 0:
             hidden = dense_widths(math.prod(input_shape), hidden, num_classes, 1 - match_sparsity)

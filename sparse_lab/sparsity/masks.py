@@ -20,6 +20,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from sparse_lab.errors import ConfigError
+
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 # Optimizers whose step keeps a weight exactly 0 when it, its gradient and its state are 0 (momentum,
 # (decoupled) weight decay and Adam's moments all stay 0): no weight masking needed after their steps.
@@ -139,7 +141,10 @@ class MaskSet:
         self._params = prunable_parameters(model, include, exclude)
         self.names = list(self._params)
         if not self.names:
-            raise ValueError(f"no parameter of {type(model).__name__} matches include={include} exclude={list(exclude)}")
+            raise ConfigError(
+                f"no parameter of {type(model).__name__} matches the mask's include={include} exclude={list(exclude)} "
+                f"(the method's mask callback options): its parameters are {[n for n, _ in model.named_parameters()]}"
+            )
         params = self.params
         self.masks: dict[str, Tensor] = {n: torch.ones_like(params[n], dtype=torch.bool) for n in self.names}
         self.keep_dense_grads = False
