@@ -22,6 +22,18 @@ class CrashAtStep(Callback):
             raise SimulatedCrash(f"simulated crash at step {self.step}")
 
 
+class CrashAtBatch(Callback):
+    """Interrupt training at batch ``batch`` of epoch ``epoch`` (for methods whose ``global_step`` counts
+    several optimizer steps a batch)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise SimulatedCrash(f"simulated crash at batch {self.batch} of epoch {self.epoch}")
+
+
 class CrashInRun(Callback):
     """Interrupt training at the first step of a run whose dir name is ``run_name`` (e.g. a lottery round)."""
 

@@ -55,9 +55,13 @@ def test_method_and_model_options_instantiate(tmp_path: Path, method: str, model
         with pytest.raises(ConfigError, match=r"needs its own model|is trained only by"):
             validate(cfg)
         return
+    if method == "small_dense" and model not in ("mlp", "lenet300"):  # it scales an MLP's widths
+        with pytest.raises(ConfigError, match="method.model_args.match_sparsity"):
+            validate(cfg)
+        return
     validate(cfg)
     dm = instantiate(cfg.data)
-    net = instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
+    net = instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes, **(cfg.method.get("model_args") or {}))
     module = instantiate(cfg.method.module, model=net, num_classes=dm.num_classes)
     configured = module.configure_optimizers()
     optimizers = configured if isinstance(configured, (list, tuple)) else [configured]

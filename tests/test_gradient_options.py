@@ -69,3 +69,17 @@ def test_options_a_method_cannot_honour_are_refused_before_training(tmp_path: Pa
     with pytest.raises(ConfigError, match=expected):
         train(make_cfg(tmp_path / "run", *overrides))
     assert not (tmp_path / "run").exists()
+
+
+def test_rigl_moves_its_masks_once_per_optimizer_step_when_accumulating(tmp_path: Path) -> None:
+    # 8 batches of 16, 2 per optimizer step: 4 steps; t_end = 0.75 x 4 = 3, so the masks move after
+    # steps 1 and 2 only (once each, although two batches end on each step).
+    train(make_cfg(tmp_path / "run", *TINY, "method=rigl", "sparsity=0.9", "batch_size=16", "epochs=2",
+                   "method.callbacks.dynamic_sparsity.update_every=1", "+trainer.accumulate_grad_batches=2"))
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    state = ckpt["callbacks"]["DynamicSparsity"]
+    assert ckpt["global_step"] == 4
+    assert state["updates"] == 2 and state["moved_at"] == 2
+    kept = sum(int(m.sum()) for m in state["masks"].values())
+    total = sum(m.numel() for m in state["masks"].values())
+    assert abs(kept / total - 0.1) < 0.01  # the density stayed where it was set

@@ -27,7 +27,7 @@ METHODS = sorted(p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml"))
 # Every model but the MLP ones (mlp, lenet300: the class the first test trains every method with).
 MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml") if p.stem not in ("mlp", "lenet300"))
 
-# 32 training samples in batches of 16: 2 steps an epoch; a crash at step 3 is in the second epoch.
+# 32 training samples in batches of 16: 2 batches an epoch; the crash is at the second epoch's second batch.
 TINY = ["data.train_size=32", "data.test_size=32", "data.val_size=0", "batch_size=16", "epochs=2", "sparsity=0.5", "paths=10"]
 # Small settings for the methods whose defaults would not fit (or not act) in 4 steps.
 PER_METHOD: dict[str, list[str]] = {
@@ -46,8 +46,8 @@ PER_METHOD: dict[str, list[str]] = {
 MODEL_SIZES: dict[str, list[str]] = {
     "cnn": ["model.channels=[4,8]", "model.hidden=16"],
     "resnet18": ["model.width=2"],
-    "noprop_dt": ["model.width=0.125", "model.steps=2", "method.module.eval_runs=1"],
-    "noprop_shared": ["model.steps=2", "model.channels=[4,8]", "model.features=16", "model.hidden=16", "method.module.eval_runs=1"],
+    "noprop_dt": ["model.width=0.125", "model.steps=2"],
+    "noprop_shared": ["model.steps=2", "model.channels=[4,8]", "model.features=16", "model.hidden=16"],
 }
 MASK_STATES = ("Pruner", "DynamicSparsity", "MaskEnforcer")
 
@@ -73,7 +73,10 @@ def final_test(run: Path) -> dict:
 @pytest.mark.parametrize("method", METHODS)
 def test_method_trains_resumes_bit_identical_and_keeps_its_masks(tmp_path: Path, method: str) -> None:
     common = overrides(method)
-    final = train(make_cfg(tmp_path / "whole", *common))
+    cfg = make_cfg(tmp_path / "whole", *common)
+    masking = bool({"pruner", "dynamic_sparsity"} & set(cfg.method.get("callbacks") or {})) or \
+        "LotteryTicket" in str((cfg.method.get("protocol") or {}).get("_target_"))
+    final = train(cfg)
     assert final and all(math.isfinite(v) for v in final.values()), final
 
     record = json.loads((tmp_path / "whole" / "metrics.json").read_text())
@@ -85,6 +88,7 @@ def test_method_trains_resumes_bit_identical_and_keeps_its_masks(tmp_path: Path,
 
     whole = checkpoints(tmp_path / "whole")
     assert whole, "no last.ckpt was written"
+    checked = 0
     for name, ckpt in whole.items():
         state = ckpt["state_dict"]
         for callback in MASK_STATES:
@@ -92,10 +96,13 @@ def test_method_trains_resumes_bit_identical_and_keeps_its_masks(tmp_path: Path,
             for param, mask in masks.items():
                 weight = state[f"model.{param}"]
                 assert not weight[~mask.bool()].any(), f"{name}: {callback} pruned entries of {param} are not zero"
+                checked += int((~mask.bool()).sum())
+    assert (checked > 0) == masking, f"{checked} pruned entries checked; a masking method: {masking}"
 
     crashed = tmp_path / "crashed"
     with pytest.raises(SimulatedCrash):
-        train(make_cfg(crashed, *common, "+callbacks.crash._target_=tests.helpers.CrashAtStep", "+callbacks.crash.step=3"))
+        train(make_cfg(crashed, *common, "+callbacks.crash._target_=tests.helpers.CrashAtBatch", "+callbacks.crash.epoch=1",
+                       "+callbacks.crash.batch=1"))
     resumed = tmp_path / "resumed"
     train(make_cfg(resumed, *common, f"resume={crashed}"))
 

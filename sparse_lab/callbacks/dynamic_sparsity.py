@@ -58,6 +58,7 @@ class DynamicSparsity(MaskEnforcer):
         self.update_every, self.end, self.seed = update_every, end, seed
         self.started = False
         self.updates = 0
+        self.moved_at = -1  # the optimizer step of the last move: with accumulate_grad_batches, several batches end on one step
         self.end_step = 1  # t_end in optimizer steps, set when training starts
         # Made in on_fit_start: a torch.Generator does not survive ddp_spawn's pickling into the workers.
         self.generator: torch.Generator | None = None
@@ -83,10 +84,10 @@ class DynamicSparsity(MaskEnforcer):
 
     def _is_update_step(self, step: int) -> bool:
         """Whether the masks move after optimizer step number ``step`` (counted from 1)."""
-        return self.update_every is not None and step % self.update_every == 0 and step < self.end_step
+        return self.update_every is not None and 0 < step < self.end_step and step % self.update_every == 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._is_update_step(trainer.global_step):
+        if self._is_update_step(trainer.global_step) and trainer.global_step != self.moved_at:
             self.move(trainer.global_step)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -104,16 +105,18 @@ class DynamicSparsity(MaskEnforcer):
         new, moved = drop_and_grow(self.masks.masks, scores.magnitude(self.masks), grow, fraction)
         self.masks.update(new, grow_value=0.0)
         self.masks.keep_dense_grads, self.masks.dense_grads = False, None
-        self.updates += 1
+        self.updates, self.moved_at = self.updates + 1, step
         return moved
 
     def state_dict(self) -> dict[str, Any]:
         state = self.generator.get_state() if self.generator is not None else self._generator_state
-        return {**super().state_dict(), "started": self.started, "updates": self.updates, "generator": state}
+        return {**super().state_dict(), "started": self.started, "updates": self.updates, "moved_at": self.moved_at,
+                "generator": state}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.started, self.updates = state_dict["started"], state_dict["updates"]
+        self.moved_at = state_dict.get("moved_at", -1)
         self._generator_state = state_dict["generator"]
         if self.generator is not None and self._generator_state is not None:
             self.generator.set_state(self._generator_state)
