@@ -372,17 +372,22 @@ def _memory(cfg: DictConfig) -> list[str]:
 
 
 def _gradient_options(cfg: DictConfig) -> list[str]:
-    """Lightning's gradient clipping and accumulation, refused for the methods that cannot honour them."""
+    """Lightning's gradient clipping and accumulation, refused for the methods that cannot honour them:
+    those not built on the Classifier (which hands both to Lightning's automatic loop) and, for
+    accumulation, the random-walk methods."""
     clip = OmegaConf.select(cfg, "trainer.gradient_clip_val")
     accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches")
     asked = [f"trainer.gradient_clip_val={clip}"] if is_number(clip) and clip > 0 else []
     if is_int(accumulate, 2):
         asked.append(f"trainer.accumulate_grad_batches={accumulate}")
-    module = str(OmegaConf.select(cfg, "method.module._target_") or "")
-    if asked and module.rsplit(".", 1)[-1].startswith("NoProp"):
-        return [f"{' and '.join(asked)} cannot be used with {module.rsplit('.', 1)[-1]}: its blocks step their own "
-                "optimizers by hand (one backward per block), which Lightning's clipping and accumulation do not reach; "
-                "remove the option"]
+    if not asked:
+        return []
+    from sparse_lab.methods import Classifier
+
+    module = _target_class(cfg, "method.module._target_")
+    if isinstance(module, type) and not issubclass(module, Classifier):
+        return [f"{' and '.join(asked)} cannot be used with {module.__name__}: it steps its optimizers by hand "
+                "(manual optimization), which Lightning's clipping and accumulation do not reach; remove the option"]
     if is_int(accumulate, 2) and OmegaConf.select(cfg, "method.callbacks.gradient_mask") is not None:
         return [f"trainer.accumulate_grad_batches={accumulate} cannot be used with the random-walk methods: each "
                 "optimizer step keeps the gradients of the walk drawn for its batch; use a larger batch_size instead"]
@@ -393,16 +398,11 @@ def _model_args(cfg: DictConfig) -> list[str]:
     """The constructor arguments a method adds to the model (``method.model_args``) exist on the model."""
     import inspect
 
-    from hydra.utils import get_class
-
     args = OmegaConf.select(cfg, "method.model_args")
-    if not args:
+    model = _target_class(cfg, "model._target_")
+    if not args or model is None:
         return []
-    try:
-        accepted = inspect.signature(get_class(OmegaConf.select(cfg, "model._target_"))).parameters
-    except Exception:
-        return []
-    missing = [k for k in args if k not in accepted]
+    missing = [k for k in args if k not in inspect.signature(model).parameters]
     if missing:
         return [f"method.model_args.{missing[0]}: this method needs a model that takes {', '.join(missing)}, which "
                 f"{OmegaConf.select(cfg, 'model._target_')} does not: use model=mlp or model=lenet300"]

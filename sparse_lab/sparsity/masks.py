@@ -283,7 +283,9 @@ class MaskSet:
     def mask_gradients_early(self) -> None:
         """Mask the gradients now, before the step (keeping the dense gradient first when
         ``keep_dense_grads`` is set): for work between backward and the step that must see only the
-        kept entries, such as gradient-norm clipping. The step's own hook masks them again, a no-op."""
+        kept entries, such as gradient-norm clipping, and for Lightning's automatic optimization, whose
+        step runs its pre-hooks before the closure's backward. The next pre-hook then keeps no dense
+        gradient (it would be this step's, already masked) and only masks again."""
         self._before_step(None, (), {})
         self._masked_before_step = True
 
