@@ -1,8 +1,9 @@
 """Sparse kernels against dense ones, in one process: inference, training steps, crossover density.
 
 1. Inference latency of a pruned LeNet-300-100 (784-300-100-10, 95% of its Linear weights zero) at
-   batch 1, 32, 128 and 1024, with 1 and 2 threads: torch's dense module against the exported model
-   (``sparse_lab.export``: one fused compiled call, :class:`SparseChain`) and against the model with
+   batch 1, 2, 4, 32, 128 and 1024, with 1 and 2 threads: torch's dense module and a fused dense
+   kernel (the whole dense MLP in one numba call) against the exported model (``sparse_lab.export``:
+   one fused compiled call, :class:`SparseChain`, which skips black pixels) and against the model with
    :class:`SparseLinear` layers. Weights of a pruned MNIST run (trained here unless ``--run-dir``
    names one; ``progressive`` to exactly 95% at the second epoch) on real test images, and random
    weights with random 95% masks on random inputs.
@@ -11,9 +12,11 @@
    ``rw_backward`` dense, edges and rows, on the 784-256-128-10 MLP and the wide 784-2048-2048-10.
 3. Training step time of LeNet-300-100 at 98% sparsity (a plain loop: forward, loss, backward, fused
    Adam): the masked dense model (weights times masks, as ``torch.nn.utils.prune`` runs) against
-   :class:`SparseLinear` layers over the same masks.
+   :class:`SparseLinear` layers over the same masks; and through sparse_lab, ``method=snip`` at 95
+   and 98% with ``sparse_kernels`` false and true.
 4. Crossover: a 300x784 layer's forward (batch 1, 32, 128) and forward+backward (batch 128), sparse
-   kernels against dense, over densities; the largest density where sparse is faster.
+   kernels against dense, over densities, and the fused chain at batch 1 (scatter kernel, random inputs)
+   against torch's dense module; the largest density where sparse is faster.
 
 The compiled kernels run on one thread; torch runs ``--threads`` threads (default 1: on this shared
 2-core machine, a second torch thread competing with other processes made torch's dense products
@@ -116,25 +119,50 @@ def random_lenet(density: float) -> tuple[MLP, nn.Module, torch.Tensor]:
     return dense.eval(), SparseChain.from_linears(dense.linears).eval(), torch.randn(1024, 1, 28, 28)
 
 
+def fused_dense(model: MLP) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The 3-layer MLP's dense forward as one compiled call (numba calling BLAS for each layer's
+    product, no Python or torch dispatch between layers): the "fused dense kernel" the sparse
+    kernels are also compared with."""
+    import numpy as np
+    from numba import njit
+
+    @njit(cache=True, nogil=True)
+    def chain(x, w1, b1, w2, b2, w3, b3):  # noqa: ANN001, ANN202
+        zero = np.float32(0.0)
+        h = np.maximum(np.dot(x, w1.T) + b1, zero)
+        h = np.maximum(np.dot(h, w2.T) + b2, zero)
+        return np.dot(h, w3.T) + b3
+
+    if len(model.linears) != 3:
+        raise ValueError("the fused dense kernel is written for three Linear layers")
+    arrays = [t.detach().numpy() for lin in model.linears for t in (lin.weight, lin.bias)]
+    return lambda x: torch.from_numpy(chain(x.reshape(x.shape[0], -1).numpy(), *arrays))
+
+
 def inference(dense: MLP, sparse: nn.Module, inputs: torch.Tensor, rounds: int, quick: bool) -> dict:
     """Per batch size and thread count: seconds per forward of each model, and the speed-ups."""
+    dense_fused = fused_dense(dense)
     layers = copy.deepcopy(dense)
     sparsify_linears(layers, {f"{n}.weight": m.weight != 0 for n, m in layers.named_modules() if isinstance(m, nn.Linear)})
     out = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        for batch in (1, 32, 128, 1024):
+        for batch in (1, 2, 4, 32, 128, 1024):
             x = inputs[:batch].contiguous()
             calls = max(2, (100 if quick else 2000) // batch)
             with torch.no_grad():
                 assert torch.allclose(sparse(x), dense(x), atol=1e-4)
-                t = interleaved({"torch_dense": lambda: dense(x), "sparse_fused": lambda: sparse(x),
-                                 "sparse_layers": lambda: layers(x)}, rounds, calls)
+                assert torch.allclose(dense_fused(x), dense(x), atol=1e-4)
+                t = interleaved({"torch_dense": lambda: dense(x), "fused_dense": lambda: dense_fused(x),
+                                 "sparse_fused": lambda: sparse(x), "sparse_layers": lambda: layers(x)}, rounds, calls)
             t["speedup_fused_vs_dense"] = ratio(t, "torch_dense", "sparse_fused")
+            t["speedup_fused_vs_fused_dense"] = ratio(t, "fused_dense", "sparse_fused")
             t["speedup_layers_vs_dense"] = ratio(t, "torch_dense", "sparse_layers")
             out[f"threads{threads}_batch{batch}"] = t
             print(f"  inference torch threads={threads} batch={batch}: dense {t['torch_dense']['median'] * 1e6:.1f} us, "
-                  f"fused {t['sparse_fused']['median'] * 1e6:.1f} us ({t['speedup_fused_vs_dense']:.1f}x), "
+                  f"fused dense {t['fused_dense']['median'] * 1e6:.1f} us, "
+                  f"fused sparse {t['sparse_fused']['median'] * 1e6:.1f} us ({t['speedup_fused_vs_dense']:.1f}x; "
+                  f"{t['speedup_fused_vs_fused_dense']:.1f}x fused dense), "
                   f"layers {t['sparse_layers']['median'] * 1e6:.1f} us ({t['speedup_layers_vs_dense']:.1f}x)", flush=True)
     return out
 
@@ -203,6 +231,30 @@ def masked_training(inputs: torch.Tensor, labels: torch.Tensor, density: float, 
     return t
 
 
+def flagged_training(data: str, rounds: int, quick: bool, tmp: str) -> dict:
+    """ms per training step through sparse_lab: LeNet-300-100 pruned at initialization (SNIP) to 95
+    and 98%, ``sparse_kernels`` false against true (one epoch cut to 150 batches of 128; per-step
+    time = epoch time / steps; the first step's scoring is inside both)."""
+    out = {}
+    batches = 3 if quick else 150
+    for sparsity in (0.95, 0.98):
+        ms: dict[str, list[float]] = {"dense_kernels": [], "sparse_kernels": []}
+        for r in range(rounds):
+            for name, flag in (("dense_kernels", "false"), ("sparse_kernels", "true")):
+                cfg = framework_config(data, f"{tmp}/flag_{sparsity}_{name}_{r}", [
+                    *QUIET, "method=snip", f"sparsity={sparsity}", "model=lenet300", f"sparse_kernels={flag}",
+                    f"+trainer.limit_train_batches={batches}", "+trainer.limit_test_batches=1"])
+                epoch_s = run_framework(cfg)[0]
+                steps = json.loads((Path(cfg.output_dir) / "metrics.json").read_text())["epochs"][0]["step"]
+                ms[name].append(epoch_s / steps * 1e3)
+        t = {name: spread(v) for name, v in ms.items()}
+        t["speedup"] = t["dense_kernels"]["median"] / t["sparse_kernels"]["median"]
+        out[str(sparsity)] = t
+        print(f"  snip sparsity={sparsity} through sparse_lab: dense kernels {t['dense_kernels']['median']:.2f} ms, "
+              f"sparse_kernels=true {t['sparse_kernels']['median']:.2f} ms a step ({t['speedup']:.2f}x)", flush=True)
+    return out
+
+
 def crossover(rounds: int, quick: bool) -> dict:
     """Sparse against dense kernels for a 300x784 layer over densities: forward at batch 1, 32 and 128,
     forward+backward at 128; per case the largest density where sparse is faster."""
@@ -231,6 +283,19 @@ def crossover(rounds: int, quick: bool) -> dict:
         faster = [float(d) for d, r in rows.items() if r["speedup"] > 1]
         out[case] = {"densities": rows, "sparse_faster_up_to": max(faster) if faster else None}
         print(f"  crossover {case}: " + ", ".join(f"{d}: {r['speedup']:.2f}x" for d, r in rows.items()), flush=True)
+    rows = {}  # the fused chain's scatter kernel at batch 1 (random inputs: no zero to skip) against torch's module
+    x = torch.randn(1, 1, 28, 28)
+    for d in densities:
+        dense, chain, _ = random_lenet(d)
+        for layer in chain.layers:
+            layer.dense_above = 1.0
+        with torch.no_grad():
+            t = interleaved({"dense": lambda: dense(x), "sparse": lambda: chain(x)}, rounds, 3 if quick else 500)
+        rows[str(d)] = {"dense_us": t["dense"]["median"] * 1e6, "sparse_us": t["sparse"]["median"] * 1e6,
+                        "speedup": ratio(t, "dense", "sparse")}
+    faster = [float(d) for d, r in rows.items() if r["speedup"] > 1]
+    out["chain_b1"] = {"densities": rows, "sparse_faster_up_to": max(faster) if faster else None}
+    print("  crossover chain_b1: " + ", ".join(f"{d}: {r['speedup']:.2f}x" for d, r in rows.items()), flush=True)
     return out
 
 
@@ -264,6 +329,8 @@ def main() -> None:
         inputs, labels = torch.randn(2048, 1, 28, 28), torch.randint(0, 10, (2048,))
         print("training steps, LeNet-300-100 with fixed masks:", flush=True)
         result["masked_training"] = {str(d): masked_training(inputs, labels, d, rounds, args.quick) for d in (0.02, 0.05)}
+        print("training steps through sparse_lab, sparse_kernels=false/true:", flush=True)
+        result["flagged_training"] = flagged_training(data, rounds, args.quick, tmp)
     if "crossover" not in args.skip:
         print("crossover, 300x784 layer:", flush=True)
         result["crossover"] = crossover(rounds, args.quick)

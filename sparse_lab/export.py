@@ -2,7 +2,8 @@
 
 ``python -m sparse_lab.export RUN_DIR [--out FILE]`` (or ``sparse-lab export RUN_DIR``) reads the run's
 ``config_resolved.yaml`` and ``checkpoints/last.ckpt`` and writes ``RUN_DIR/sparse_model.pt``: the
-model config, the input shape and class count, and the trained weights, each Linear weight stored
+model config, the input shape and class count, the normalized value of a black image (which the
+fused kernel skips), and the trained weights, each Linear weight stored
 as CSR arrays of its nonzero entries (masked weights are exactly zero after training; checkpoints
 of the earlier prune-based code are converted by :mod:`sparse_lab.sparsity.legacy`).
 :func:`load_sparse_model` turns that file into an ``nn.Module`` in eval mode: an MLP becomes a
@@ -90,6 +91,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
             "model": OmegaConf.to_container(cfg.model, resolve=True),
             "input_shape": list(data.input_shape),
             "num_classes": int(data.num_classes),
+            "input_background": data.normalize(torch.zeros(1, *data.input_shape)).flatten(),
             "state_dict": stored,
         },
         out,
@@ -106,7 +108,7 @@ def load_sparse_model(path: str | Path) -> nn.Module:
     model = build_model(saved["model"], saved["input_shape"], saved["num_classes"])
     model.load_state_dict(state)
     if isinstance(model, MLP):
-        return SparseChain.from_linears(model.linears).eval()
+        return SparseChain.from_linears(model.linears, saved.get("input_background")).eval()
     masks = {f"{name}.weight": m.weight.detach() != 0 for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     sparsify_linears(model, masks)
     return model.eval()

@@ -65,6 +65,7 @@ RULES: list[tuple[str, Check, str]] = [
     ("resume", lambda v: v is None or isinstance(v, str), "a run dir or a .ckpt path"),
     ("flush_denormal", lambda v: isinstance(v, bool), "true or false"),
     ("compile", lambda v: isinstance(v, bool), "true or false"),
+    ("sparse_kernels", lambda v: isinstance(v, bool), "true or false"),
     ("compile_backend", lambda v: isinstance(v, str) and bool(v), "a torch.compile backend, e.g. inductor, aot_eager"),
     ("objective", _objective, "a final metric name (e.g. test/acc) or a node with _target_ and _partial_: true"),
     ("objective.direction", _choice("minimize", "maximize"), "one of: minimize, maximize"),
@@ -394,6 +395,33 @@ def _gradient_options(cfg: DictConfig) -> list[str]:
     return []
 
 
+def _sparse_kernels(cfg: DictConfig) -> list[str]:
+    """``sparse_kernels=true`` only for a method that trains under pruning masks a MaskEnforcer keeps
+    (its callbacks, or the lottery's rounds), not RigL, and not compiled."""
+    if cfg.get("sparse_kernels") is not True:
+        return []
+    from sparse_lab.callbacks import DynamicSparsity, MaskEnforcer
+    from sparse_lab.protocols import LotteryTicket
+
+    callbacks = OmegaConf.select(cfg, "method.callbacks") or {}
+    classes = {name: _target_class(cfg, f"method.callbacks.{name}._target_")
+               for name, entry in callbacks.items() if entry and entry.get("_target_")}
+    masked = [n for n, c in classes.items() if isinstance(c, type) and issubclass(c, MaskEnforcer)]
+    protocol = _target_class(cfg, "method.protocol._target_") if OmegaConf.select(cfg, "method.protocol._target_") else None
+    problems = []
+    if not masked and not (isinstance(protocol, type) and issubclass(protocol, LotteryTicket)):
+        problems.append("sparse_kernels=true needs a method that trains under pruning masks (snip, grasp, synflow, random, "
+                        "set, progressive, gmp, lottery, imp); this one has none: drop sparse_kernels=true")
+    for name in masked:
+        if issubclass(classes[name], DynamicSparsity) and OmegaConf.select(cfg, f"method.callbacks.{name}.growth") in ("gradient", None):
+            problems.append("sparse_kernels=true cannot be used with rigl: RigL grows where the dense gradient is largest, "
+                            "which the sparse kernels do not compute; drop sparse_kernels=true (or use method=set)")
+    if cfg.get("compile") is True:
+        problems.append("sparse_kernels=true cannot be combined with compile=true: the compiled kernels run outside "
+                        "torch.compile's graph; use one of them")
+    return problems
+
+
 def _model_args(cfg: DictConfig) -> list[str]:
     """The constructor arguments a method adds to the model (``method.model_args``) exist on the model."""
     import inspect
@@ -431,6 +459,7 @@ def validate(cfg: DictConfig) -> None:
         )
     problems += _compatibility(cfg)
     problems += _gradient_options(cfg)
+    problems += _sparse_kernels(cfg)
     problems += _model_args(cfg)
     problems += _protocol(cfg)
     problems += _hardware(cfg)

@@ -46,8 +46,11 @@ def test_exported_mlp_equals_the_masked_model_on_a_batch(pruned_run: Path) -> No
     model = load_sparse_model(out)
     assert isinstance(model, SparseChain) and not model.training
     assert [layer.nnz for layer in model.layers] == [int((lin.weight != 0).sum()) for lin in reference.linears]
-    for batch in (1, 128):
+    black = torch.load(out, weights_only=False)["input_background"]  # a black image, normalized as the data module does
+    assert torch.equal(model.input_background, black) and black.unique().numel() == 1 and black[0] < 0
+    for batch in (1, 2, 128):
         x = torch.randn(batch, 1, 28, 28)
+        x = torch.where(torch.rand_like(x) < 0.8, black.view(1, 1, 28, 28), x)  # mostly black, as MNIST
         with torch.no_grad():
             assert torch.allclose(model(x), reference(x), atol=1e-5)
 

@@ -114,3 +114,29 @@ def test_weights_changed_by_fused_adam_reach_forward_and_backward() -> None:
     expected = nn.functional.linear(reference, layer.weight.detach(), layer.bias.detach())
     expected.sum().backward()
     assert torch.allclose(y, expected, atol=1e-5) and torch.allclose(x.grad, reference.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 7, 8, 40])
+def test_fused_chain_skips_background_inputs_and_still_equals_the_masked_mlp(batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inputs mostly at a per-feature background value (black pixels after normalization), an empty
+    input column, a sample all background: every kernel (scatter below SMALL_BATCH, CSR above)
+    gives the masked dense MLP's outputs."""
+    torch.manual_seed(batch)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(48, 30), nn.ReLU(), nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 5))
+    with torch.no_grad():
+        for lin in (mlp[1], mlp[3], mlp[5]):
+            lin.weight.mul_(torch.rand_like(lin.weight) < 0.1)
+        mlp[1].weight[:, 7] = 0  # an input no weight reads
+    background = torch.linspace(-0.5, 0.3, 48)
+    x = torch.randn(batch, 48)
+    x = torch.where(torch.rand(batch, 48) < 0.8, background, x)
+    x[0] = background  # a sample that is all background
+    chain = SparseChain.from_linears([mlp[1], mlp[3], mlp[5]], input_background=background)
+    for layer in chain.layers:
+        layer.dense_above = 1.0
+    with torch.no_grad():
+        expected = mlp(x)
+        monkeypatch.setattr(SparseLinear, "forward", lambda *_: pytest.fail("layer by layer, not the fused call"))
+        assert torch.allclose(chain(x.view(batch, 3, 4, 4)), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="47 values for 48 input features"):
+        SparseChain.from_linears([mlp[1], mlp[3], mlp[5]], input_background=background[:47])

@@ -7,6 +7,7 @@ from sparse_lab.callbacks.metrics_json import MetricsJSONWriter, peak_memory_mb
 from sparse_lab.callbacks.preemption import SaveOnSigterm
 from sparse_lab.callbacks.progress_bar import TimedProgressBar
 from sparse_lab.callbacks.pruner import Pruner
+from sparse_lab.callbacks.sparse_kernels import SparseKernels
 from sparse_lab.callbacks.update_stats import UpdateStats
 from sparse_lab.callbacks.weight_stats import WeightStatistics, weight_statistics
 
@@ -17,6 +18,7 @@ __all__ = [
     "Pruner",
     "RandomWalkGradientMask",
     "SaveOnSigterm",
+    "SparseKernels",
     "TimedProgressBar",
     "UpdateStats",
     "WeightStatistics",

@@ -149,6 +149,7 @@ class MaskSet:
         self.masks: dict[str, Tensor] = {n: torch.ones_like(params[n], dtype=torch.bool) for n in self.names}
         self.keep_dense_grads = False
         self.dense_grads: dict[str, Tensor] | None = None
+        self.version = 0  # counts changes of the masks (set, update), for whoever caches something built from them
         self._masked_before_step = False  # set by mask_gradients_early(): the dense gradient is already kept
         self._optimizers: list[torch.optim.Optimizer] = []
         self._handles: list[RemovableHandle] = []
@@ -212,6 +213,7 @@ class MaskSet:
         """Replace the masks as they are; weights and optimizer state are not touched (see :meth:`apply`)."""
         self.masks = self._checked(masks)
         self._factors = None
+        self.version += 1
 
     @torch.no_grad()
     def update(self, masks: Mapping[str, Tensor], grow_value: float = 0.0) -> dict[str, int]:
@@ -232,6 +234,7 @@ class MaskSet:
                 mask_optimizer_state(optimizer, [param], [~(gone | born)])
         self.masks = new
         self._factors = None
+        self.version += 1
         return {"pruned": pruned, "grown": grown}
 
     @torch.no_grad()

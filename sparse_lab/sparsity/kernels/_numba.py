@@ -135,3 +135,45 @@ def _chain_forward(x_t: np.ndarray, chain: tuple, out: np.ndarray) -> None:
     for i in range(widths[layers]):
         for b in range(batch):
             out[b, i] = a[i, b]
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
+def _chain_forward_scatter(
+    x: np.ndarray, background: np.ndarray, colptr: np.ndarray, rowidx: np.ndarray, values: np.ndarray,
+    biases: np.ndarray, widths: np.ndarray, out: np.ndarray,
+) -> None:
+    """The chain of :func:`_chain_forward` one sample at a time, over CSC weights: batch-major ``x``
+    (batch, widths[0]) to ``out`` (batch, widths[-1]). Each nonzero input adds its weight column
+    into the layer's output, so inputs equal to ``background`` (the first layer's, per feature:
+    black pixels) and hidden units that ReLU zeroed cost nothing. ``biases``: the first layer's
+    with ``W @ background`` added. Layer ``l``'s column pointers (absolute offsets) are
+    ``colptr[c + l:c + l + widths[l] + 1]``, ``c`` the widths of the layers before it."""
+    layers = widths.shape[0] - 1
+    widest = 0
+    for l in range(widths.shape[0]):
+        widest = max(widest, widths[l])
+    h = np.empty((2, widest), x.dtype)
+    for s in range(x.shape[0]):
+        c0 = 0
+        r0 = 0
+        cur = 0
+        for l in range(layers):
+            dst = h[cur]
+            for i in range(widths[l + 1]):
+                dst[i] = biases[r0 + i]
+            for j in range(widths[l]):
+                v = x[s, j] - background[j] if l == 0 else h[1 - cur, j]
+                if v == 0:
+                    continue
+                for k in range(colptr[c0 + l + j], colptr[c0 + l + j + 1]):
+                    dst[rowidx[k]] += values[k] * v
+            if l == layers - 1:
+                for i in range(widths[l + 1]):
+                    out[s, i] = dst[i]
+            else:
+                for i in range(widths[l + 1]):
+                    if dst[i] < 0:
+                        dst[i] = 0
+            c0 += widths[l]
+            r0 += widths[l + 1]
+            cur = 1 - cur

@@ -6,85 +6,122 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sparse_lab.sparsity.kernels._load import compiled
+from sparse_lab.sparsity.kernels._load import DTYPES, available, compiled
 from sparse_lab.sparsity.kernels.sparse_linear import DENSE_ABOVE, SMALL_BATCH, SparseLinear
 
-# The fused call at batch 1 beat torch's dense module at 5% density (1.1-1.2x, benchmarks/sparse_speed.py),
-# where a single SparseLinear did not: one compiled call instead of one per layer.
-FUSED_DENSE_ABOVE_SMALL_BATCH = 0.06
+# Batches below SMALL_BATCH take the per-sample scatter kernel (one weight column per nonzero input)
+# up to this overall density, where it still beat torch's dense module on inputs without zeros
+# (benchmarks/sparse_speed.py, "crossover", chain_b1; figures in docs/speed.md); larger batches
+# take the feature-major CSR kernel up to DENSE_ABOVE.
+SCATTER_DENSE_ABOVE = 0.2
 
 
 class SparseChain(nn.Module):
     """``Flatten -> [SparseLinear -> ReLU] * (n - 1) -> SparseLinear``, for inference.
 
-    Where the chain's overall density is below the crossover for the batch's size (see
-    :meth:`SparseLinear.uses_sparse_kernels`) and no gradient is wanted, the whole chain runs in one compiled call over CSR copies of the
-    weights taken at construction (call :meth:`refresh` after changing the weights); otherwise
-    layer by layer, each layer choosing sparse or dense kernels itself.
+    Where no gradient is wanted and the chain's overall density is below the crossover for the
+    batch's size, the whole chain runs in one compiled call over copies of the weights taken at
+    construction (call :meth:`refresh` after changing the weights): small batches one sample at a
+    time, each nonzero input adding its weight column (so zero inputs cost nothing), larger ones
+    over CSR rows with the batch feature-major; otherwise layer by layer, each layer choosing sparse
+    or dense kernels itself.
+
+    ``input_background``: per input feature (flattened), the value most inputs take, e.g. the
+    normalized value of a black pixel; the scatter kernel skips inputs equal to it (the first
+    layer's bias absorbs ``W @ background``), which is where real images pay: MNIST is about 80%
+    black. Zero by default.
     """
 
-    def __init__(self, layers: Sequence[SparseLinear]) -> None:
+    def __init__(self, layers: Sequence[SparseLinear], input_background: Tensor | None = None) -> None:
         super().__init__()
         if any(a.out_features != b.in_features for a, b in zip(layers, layers[1:])):
             raise ValueError("the layers do not form a chain")
         self.layers = nn.ModuleList(layers)
+        in_features = layers[0].in_features
+        background = torch.zeros(in_features) if input_background is None else input_background.detach().flatten().cpu()
+        if background.numel() != in_features:
+            raise ValueError(f"input_background has {background.numel()} values for {in_features} input features")
+        self.register_buffer("input_background", background.to(layers[0].weight.dtype))
         self.refresh()
 
     @classmethod
-    def from_linears(cls, linears: Sequence[nn.Linear]) -> SparseChain:
+    def from_linears(cls, linears: Sequence[nn.Linear], input_background: Tensor | None = None) -> SparseChain:
         """The chain of ``linears`` (input to output), each masked where its weight is exactly zero."""
-        return cls([SparseLinear(lin.weight.detach().clone(), lin.weight.detach() != 0, _bias_copy(lin)) for lin in linears])
+        layers = [SparseLinear(lin.weight.detach().clone(), lin.weight.detach() != 0, _bias_copy(lin)) for lin in linears]
+        return cls(layers, input_background)
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Copy the layers' current weights into the fused kernel's CSR arrays."""
-        layers = list(self.layers)
+        """Copy the layers' current weights into the fused kernels' CSR and CSC arrays."""
+        layers = self._layer_list = list(self.layers)  # a plain list: indexing a ModuleList costs a microsecond
         widths = [layers[0].in_features] + [lay.out_features for lay in layers]
-        self._widths = torch.tensor(widths, dtype=torch.int64)
-        self._indptr = torch.cat([lay.csr_indptr for lay in layers])
-        self._indices = torch.cat([lay.csr_indices for lay in layers])
-        self._values = torch.cat([lay.weight.detach().cpu().reshape(-1)[lay.csr_positions] for lay in layers])
-        self._biases = torch.cat(
-            [lay.bias.detach().cpu() if lay.bias is not None else torch.zeros(lay.out_features) for lay in layers]
-        ).to(self._values.dtype)
-        self._row_starts = torch.tensor([0, *torch.tensor(widths[1:]).cumsum(0).tolist()], dtype=torch.int64)
-        self._nnz_starts = torch.tensor([0, *torch.tensor([lay.nnz for lay in layers]).cumsum(0).tolist()], dtype=torch.int64)
-        self._density = sum(lay.nnz for lay in layers) / sum(lay.weight.numel() for lay in layers)
-        positions = torch.arange(self._values.numel())
-        self._arrays = tuple(
-            t.numpy()
-            for t in (self._indptr, self._indices, self._values, positions, self._biases, self._row_starts, self._nnz_starts, self._widths)
+        nnz_starts = torch.tensor([0, *torch.tensor([lay.nnz for lay in layers]).cumsum(0).tolist()], dtype=torch.int64)
+        weights = [lay.weight.detach().cpu().reshape(-1) for lay in layers]
+        biases = [lay.bias.detach().cpu() if lay.bias is not None else torch.zeros(lay.out_features) for lay in layers]
+        dtype = weights[0].dtype
+        widths_t = torch.tensor(widths, dtype=torch.int64)
+        csr = (
+            torch.cat([lay.csr_indptr for lay in layers]),
+            torch.cat([lay.csr_indices for lay in layers]),
+            torch.cat([w[lay.csr_positions] for w, lay in zip(weights, layers)]),
+            torch.arange(int(nnz_starts[-1])),
+            torch.cat(biases).to(dtype),
+            torch.tensor([0, *torch.tensor(widths[1:]).cumsum(0).tolist()], dtype=torch.int64),
+            nnz_starts,
+            widths_t,
         )
+        self._csr = tuple(t.numpy() for t in csr)
+        first = layers[0]
+        folded = biases[0].to(dtype) + (first.weight.detach().cpu() * first.mask.cpu()) @ self.input_background.cpu()
+        csc = (
+            torch.cat([lay.csc_indptr + start for lay, start in zip(layers, nnz_starts.tolist())]),
+            torch.cat([lay.csc_indices for lay in layers]),
+            torch.cat([w[lay.csc_positions] for w, lay in zip(weights, layers)]),
+            torch.cat([folded, *biases[1:]]).to(dtype),
+            widths_t,
+        )
+        self._background = self.input_background.cpu().numpy()
+        self._csc = tuple(t.numpy() for t in csc)
+        self._dtype = dtype
+        self._density = float(nnz_starts[-1]) / sum(lay.weight.numel() for lay in layers)
+        self._widths = widths
+        self._compiled_ok = (
+            all(lay.weight.is_cpu and lay.weight.dtype == dtype for lay in layers) and dtype in DTYPES and available()
+        )
+        self._kernels = compiled() if self._compiled_ok else None
 
     def _fused_pays(self, batch: int) -> bool:
         """Whether the chain as a whole is sparse enough for ``batch``: the crossover applies to its
         overall density, since a small dense layer (the output layer of a globally pruned net) costs
         less in the fused call than a separate dense call costs in dispatch."""
-        chosen = [lay.dense_above for lay in self.layers if lay.dense_above is not None]
-        limit = min(chosen) if chosen else DENSE_ABOVE if batch >= SMALL_BATCH else FUSED_DENSE_ABOVE_SMALL_BATCH
-        return self._density <= limit and all(lay.uses_sparse_kernels(batch, limit=1.0) for lay in self.layers)
+        if not self._compiled_ok:
+            return False
+        chosen = [lay.dense_above for lay in self._layer_list if lay.dense_above is not None]
+        default = SCATTER_DENSE_ABOVE if batch < SMALL_BATCH else DENSE_ABOVE
+        return self._density <= (min(chosen) if chosen else default)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.flatten(1)
         batch = x.shape[0]
-        fused = (
-            not (torch.is_grad_enabled() and (x.requires_grad or self.layers[0].weight.requires_grad))
-            and x.dtype == self._values.dtype
-            and self._fused_pays(batch)
-        )
-        if not fused:
+        wants_grad = torch.is_grad_enabled() and (x.requires_grad or self._layer_list[0].weight.requires_grad)
+        if wants_grad or x.dtype != self._dtype or not x.is_cpu or not self._fused_pays(batch):
+            x = x.flatten(1)
             for i, layer in enumerate(self.layers):
                 x = layer(x)
                 if i < len(self.layers) - 1:
                     x = torch.relu(x)
             return x
-        x_t = x.t().contiguous().numpy()
-        out = torch.empty(batch, self.layers[-1].out_features, dtype=x.dtype)
-        compiled()._chain_forward(x_t, self._arrays, out.numpy())
-        return out
+        # numpy from here: each torch call costs microseconds, a batch of one takes about ten
+        inputs = (x.detach() if x.requires_grad else x).numpy().reshape(batch, -1)
+        out = np.empty((batch, self._widths[-1]), inputs.dtype)
+        if batch < SMALL_BATCH:
+            self._kernels._chain_forward_scatter(np.ascontiguousarray(inputs), self._background, *self._csc, out)
+        else:
+            self._kernels._chain_forward(np.ascontiguousarray(inputs.T), self._csr, out)
+        return torch.from_numpy(out)
 
 
 def _bias_copy(linear: nn.Linear) -> Tensor | None:

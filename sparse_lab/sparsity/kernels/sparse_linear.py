@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,7 +35,7 @@ def csr_matmul(indptr: Tensor, indices: Tensor, weight: Tensor, positions: Tenso
 class _SparseLinearFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, layer: SparseLinear) -> Tensor:
-        x_t = x.t().contiguous()  # free when x came transposed from the layer below
+        x_t = transposed(x)
         ctx.save_for_backward(x_t, weight)
         ctx.layer = layer
         return layer._sparse_forward(x_t, weight, bias)
@@ -43,7 +44,7 @@ class _SparseLinearFn(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         x_t, weight = ctx.saved_tensors
         layer: SparseLinear = ctx.layer
-        go_t = grad_out.t().contiguous()
+        go_t = transposed(grad_out)
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = csr_matmul(layer.csc_indptr, layer.csc_indices, weight, layer.csc_positions, go_t, layer.in_features).t()
@@ -55,16 +56,17 @@ class _SparseLinearFn(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
-class SparseLinear(nn.Module):
+class SparseLinear(nn.Linear):
     """``y = x (W * mask)^T + b`` over a fixed boolean ``mask``: ``nn.Linear``'s output and gradients
     of the masked layer (the weight gradient is zero outside the mask), computed with compiled CSR
     kernels on the CPU where the layer's density is at most the crossover for the batch size
     (:data:`DENSE_ABOVE`, :data:`DENSE_ABOVE_SMALL_BATCH`), and with torch's dense kernels elsewhere
     (denser layers, other devices, other dtypes).
 
-    ``weight`` stays a dense Parameter of the Linear's shape (zero outside the mask), and ``bias`` a
-    Parameter, so optimizers, checkpoints and state-dict keys are those of ``nn.Linear``; the mask is
-    a non-persistent buffer (its owner saves it). ``dense_above``: a density above which to use
+    An ``nn.Linear`` (code that looks for Linear layers finds it): ``weight`` stays a dense Parameter
+    of the Linear's shape (zero outside the mask), and ``bias`` a Parameter, so optimizers,
+    checkpoints and state-dict keys are those of ``nn.Linear``; the mask is a non-persistent buffer
+    (its owner saves it; :meth:`set_mask` installs a new one). ``dense_above``: a density above which to use
     the dense kernels at every batch size instead of the measured crossovers (1: always sparse on
     the CPU; -1: always dense). The CSR structure is built from the mask once;
     each call gathers the current weight values into it. Inputs are 2-D ``(batch, in_features)``.
@@ -77,20 +79,25 @@ class SparseLinear(nn.Module):
         bias: Tensor | nn.Parameter | None = None,
         dense_above: float | None = None,
     ) -> None:
-        super().__init__()
-        if mask.shape != weight.shape:
-            raise ValueError(f"mask shape {tuple(mask.shape)} differs from weight shape {tuple(weight.shape)}")
+        nn.Module.__init__(self)  # nn.Linear's own would draw new parameters
         self.out_features, self.in_features = weight.shape
         self.weight = weight if isinstance(weight, nn.Parameter) else nn.Parameter(weight.detach().clone())
         self.bias = bias if isinstance(bias, nn.Parameter) or bias is None else nn.Parameter(bias.detach().clone())
-        mask = mask.to(device=weight.device, dtype=torch.bool)
-        with torch.no_grad():
-            self.weight.masked_fill_(~mask, 0)
-        self.register_buffer("mask", mask, persistent=False)
-        self.nnz = int(mask.sum())
-        self.density = self.nnz / max(1, mask.numel())
         self.dense_above = dense_above
-        self._build_structure(mask.cpu())
+        self.register_buffer("mask", torch.empty(0, dtype=torch.bool), persistent=False)
+        self.set_mask(mask)
+        with torch.no_grad():
+            self.weight.masked_fill_(~self.mask, 0)
+
+    def set_mask(self, mask: Tensor) -> None:
+        """Run over ``mask`` from now on (the CSR structure is rebuilt; the weights are not touched:
+        their entries outside ``mask`` must be zero, as a :class:`~sparse_lab.sparsity.MaskSet` keeps them)."""
+        if mask.shape != self.weight.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} differs from weight shape {tuple(self.weight.shape)}")
+        self.mask = mask.to(device=self.weight.device, dtype=torch.bool)
+        self.nnz = int(self.mask.sum())
+        self.density = self.nnz / max(1, self.mask.numel())
+        self._build_structure(self.mask.cpu())
 
     def _build_structure(self, mask: Tensor) -> None:
         """CSR of the mask (row pointers, column indices, flat positions in ``weight``) and CSR of its
@@ -123,14 +130,30 @@ class SparseLinear(nn.Module):
             return F.linear(x, weight, self.bias)
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             return _SparseLinearFn.apply(x, self.weight, self.bias, self)
-        return self._sparse_forward(x.t().contiguous(), self.weight, self.bias)
+        return self._sparse_forward(transposed(x), self.weight, self.bias)
 
     def _sparse_forward(self, x_t: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         y = csr_matmul(self.csr_indptr, self.csr_indices, weight, self.csr_positions, x_t, self.out_features).t()
         return y + bias.detach() if bias is not None else y
 
+    def reset_parameters(self) -> None:
+        """Draw the weights and bias afresh as ``nn.Linear`` does, then zero the weights outside the mask."""
+        super().reset_parameters()
+        if self.mask.numel():
+            with torch.no_grad():
+                self.weight.masked_fill_(~self.mask, 0)
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, density={self.density:.4f}"
+
+
+def transposed(x: Tensor) -> Tensor:
+    """A contiguous copy of the 2-D CPU tensor's transpose (numpy's copy: about half the time of
+    torch's ``t().contiguous()`` for a 128 x 784 batch here); ``x`` itself when it came transposed
+    from the layer below."""
+    if x.t().is_contiguous():
+        return x.t()
+    return torch.from_numpy(np.ascontiguousarray(x.detach().numpy().T))
 
 
 def row_pointers(sorted_rows: Tensor, n_rows: int) -> Tensor:
