@@ -125,6 +125,8 @@ def _target_class(cfg: DictConfig, path: str) -> type | None:
     """The class a ``_target_`` at ``path`` names (imported now), or None when it names none."""
     from hydra.utils import get_class
 
+    if OmegaConf.select(cfg, path) is None:  # unset: get_class would log an error for it
+        return None
     try:
         return get_class(OmegaConf.select(cfg, path))
     except Exception:
@@ -404,10 +406,9 @@ def _sparse_kernels(cfg: DictConfig) -> list[str]:
     from sparse_lab.protocols import LotteryTicket
 
     callbacks = OmegaConf.select(cfg, "method.callbacks") or {}
-    classes = {name: _target_class(cfg, f"method.callbacks.{name}._target_")
-               for name, entry in callbacks.items() if entry and entry.get("_target_")}
+    classes = {name: _target_class(cfg, f"method.callbacks.{name}._target_") for name in callbacks}
     masked = [n for n, c in classes.items() if isinstance(c, type) and issubclass(c, MaskEnforcer)]
-    protocol = _target_class(cfg, "method.protocol._target_") if OmegaConf.select(cfg, "method.protocol._target_") else None
+    protocol = _target_class(cfg, "method.protocol._target_")
     problems = []
     if not masked and not (isinstance(protocol, type) and issubclass(protocol, LotteryTicket)):
         problems.append("sparse_kernels=true needs a method that trains under pruning masks (snip, grasp, synflow, random, "

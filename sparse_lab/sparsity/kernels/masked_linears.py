@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from sparse_lab.sparsity.kernels.sparse_linear import SparseLinear, sparsify_linears
+from sparse_lab.sparsity.kernels.sparse_linear import sparsify_linears
 from sparse_lab.sparsity.masks import MaskSet
 
 
@@ -34,21 +34,13 @@ class MaskedLinearKernels:
         :class:`SparseLinear` the first time); whether anything changed."""
         if self.masks.version == self.synced_version:
             return False
-        model, masks = self.masks.model, self.masks.masks
-        plain = {}
-        for name in self.names:
-            layer = _linear_of(model, name)
-            if isinstance(layer, SparseLinear):  # swapped earlier, by this keeper or another over the same model
-                layer.set_mask(masks[name])
-            else:
-                plain[name] = masks[name]
-        sparsify_linears(model, plain, self.dense_above)
+        sparsify_linears(self.masks.model, {n: self.masks.masks[n] for n in self.names}, self.dense_above)
         self.synced_version = self.masks.version
         return True
 
 
 def _linear_of(model: nn.Module, param_name: str) -> nn.Linear | None:
-    """The ``nn.Linear`` (or SparseLinear) whose ``weight`` is ``param_name``, else None."""
+    """The ``nn.Linear`` (a SparseLinear included) whose ``weight`` is ``param_name``, else None."""
     module_name, _, leaf = param_name.rpartition(".")
     module = model.get_submodule(module_name)
     return module if leaf == "weight" and isinstance(module, nn.Linear) else None

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sparse_lab.sparsity.kernels._load import DTYPES, available, compiled
+from sparse_lab.sparsity.kernels._load import compiled
 from sparse_lab.sparsity.kernels.sparse_linear import DENSE_ABOVE, SMALL_BATCH, SparseLinear
 
 # Batches below SMALL_BATCH take the per-sample scatter kernel (one weight column per nonzero input)
@@ -89,9 +89,7 @@ class SparseChain(nn.Module):
         self._dtype = dtype
         self._density = float(nnz_starts[-1]) / sum(lay.weight.numel() for lay in layers)
         self._widths = widths
-        self._compiled_ok = (
-            all(lay.weight.is_cpu and lay.weight.dtype == dtype for lay in layers) and dtype in DTYPES and available()
-        )
+        self._compiled_ok = all(lay.uses_sparse_kernels(1, limit=1.0) and lay.weight.dtype == dtype for lay in layers)
         self._kernels = compiled() if self._compiled_ok else None
 
     def _fused_pays(self, batch: int) -> bool:

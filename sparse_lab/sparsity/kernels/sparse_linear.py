@@ -139,9 +139,8 @@ class SparseLinear(nn.Linear):
     def reset_parameters(self) -> None:
         """Draw the weights and bias afresh as ``nn.Linear`` does, then zero the weights outside the mask."""
         super().reset_parameters()
-        if self.mask.numel():
-            with torch.no_grad():
-                self.weight.masked_fill_(~self.mask, 0)
+        with torch.no_grad():
+            self.weight.masked_fill_(~self.mask, 0)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, density={self.density:.4f}"
@@ -166,12 +165,16 @@ def sparsify_linears(model: nn.Module, masks: Mapping[str, Tensor], dense_above:
     """Replace, in place, each ``nn.Linear`` of ``model`` whose weight is named in ``masks``
     (``{"net.1.weight": bool mask}``) by a :class:`SparseLinear` over that mask, sharing the
     Linear's Parameter objects (an optimizer built before keeps working; their values outside the
-    mask are zeroed). ``dense_above`` as :class:`SparseLinear`'s. Returns the new layers by module
-    name."""
+    mask are zeroed); a layer that is a SparseLinear already takes the new mask (:meth:`SparseLinear.set_mask`).
+    ``dense_above`` as :class:`SparseLinear`'s, for the new layers. Returns the layers by module name."""
     replaced = {}
     for param_name, mask in masks.items():
         module_name, _, leaf = param_name.rpartition(".")
         linear = model.get_submodule(module_name)
+        if isinstance(linear, SparseLinear) and leaf == "weight":
+            linear.set_mask(mask)
+            replaced[module_name] = linear
+            continue
         if leaf != "weight" or type(linear) is not nn.Linear:
             raise ValueError(f"{param_name!r} is not the weight of an nn.Linear in {type(model).__name__}")
         layer = SparseLinear(linear.weight, mask, linear.bias, dense_above)
