@@ -300,3 +300,18 @@ def test_an_optimizer_outside_keep_zeros_has_its_weights_masked_after_each_step(
     train_steps(model, opt, 3)
     assert all((p[~masks.masks[n]] == 0).all() for n, p in masks.params.items())
     assert model.net[1].bias.abs().sum() > 0  # the step did run
+
+
+def test_masks_follow_a_model_moved_after_they_were_made() -> None:
+    """Lightning moves the model to its device after the callbacks' setup built their MaskSet: the
+    masks, the selection over them and the per-step factors must follow (they stayed on the CPU and
+    every masking method failed on a GPU). The meta device stands in for the GPU here (a move to it
+    makes new Parameters, so the MaskSet looks them up again); tests/test_gpu.py checks the real one."""
+    model = lth_net()
+    masks = MaskSet(model)
+    masks.apply()  # factors built on the CPU
+    masks.set({n: torch.rand(m.shape) < 0.5 for n, m in masks.masks.items()})
+    model.to("meta")
+    masks.refresh()
+    assert all(m.device.type == "meta" for m in masks.masks.values())
+    assert all(f.device.type == "meta" for f in masks._mask_factors(masks.params))

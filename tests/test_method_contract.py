@@ -72,8 +72,13 @@ def final_test(run: Path) -> dict:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_method_trains_resumes_bit_identical_and_keeps_its_masks(tmp_path: Path, method: str) -> None:
-    common = overrides(method)
-    cfg = make_cfg(tmp_path / "whole", *common)
+    check_contract(tmp_path, overrides(method))
+
+
+def check_contract(tmp_path: Path, common: list[str], fast: bool = True) -> None:
+    """Train, check the run record and the masked zeros, crash in epoch 2, resume, compare bit for bit.
+    ``fast=False``: ``common`` chooses data and hardware itself (the GPU tests)."""
+    cfg = make_cfg(tmp_path / "whole", *common, fast=fast)
     masking = bool({"pruner", "dynamic_sparsity"} & set(cfg.method.get("callbacks") or {})) or \
         "LotteryTicket" in str((cfg.method.get("protocol") or {}).get("_target_"))
     final = train(cfg)
@@ -102,9 +107,9 @@ def test_method_trains_resumes_bit_identical_and_keeps_its_masks(tmp_path: Path,
     crashed = tmp_path / "crashed"
     with pytest.raises(SimulatedCrash):
         train(make_cfg(crashed, *common, "+callbacks.crash._target_=tests.helpers.CrashAtBatch", "+callbacks.crash.epoch=1",
-                       "+callbacks.crash.batch=1"))
+                       "+callbacks.crash.batch=1", fast=fast))
     resumed = tmp_path / "resumed"
-    train(make_cfg(resumed, *common, f"resume={crashed}"))
+    train(make_cfg(resumed, *common, f"resume={crashed}", fast=fast))
 
     again = checkpoints(resumed)
     assert again.keys() == whole.keys()

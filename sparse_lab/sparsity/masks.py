@@ -146,18 +146,32 @@ class MaskSet:
                 f"(the method's mask callback options): its parameters are {[n for n, _ in model.named_parameters()]}"
             )
         params = self.params
-        self.masks: dict[str, Tensor] = {n: torch.ones_like(params[n], dtype=torch.bool) for n in self.names}
+        self._factors: list[Tensor] | None = None  # masks in the parameters' dtype, for the per-step multiplies
+        self.masks = {n: torch.ones_like(params[n], dtype=torch.bool) for n in self.names}
         self.keep_dense_grads = False
         self.dense_grads: dict[str, Tensor] | None = None
         self.version = 0  # counts changes of the masks (set, update), for whoever caches something built from them
         self._masked_before_step = False  # set by mask_gradients_early(): the dense gradient is already kept
         self._optimizers: list[torch.optim.Optimizer] = []
         self._handles: list[RemovableHandle] = []
-        self._factors: list[Tensor] | None = None  # masks in the parameters' dtype, for the per-step multiplies
         if masks is not None:
             self.set(masks)
 
     # ---- views ----
+    @property
+    def masks(self) -> dict[str, Tensor]:
+        """The boolean masks by parameter name, on their parameters' device: they follow a model
+        moved after they were made (Lightning moves it to the GPU after the callbacks' ``setup``)."""
+        masks, first = self._masks, self.names[0]
+        if masks[first].device != self._params[first].device:
+            self._masks = masks = {n: m.to(self._params[n].device) for n, m in masks.items()}
+            self._factors = None
+        return masks
+
+    @masks.setter
+    def masks(self, masks: dict[str, Tensor]) -> None:
+        self._masks = masks
+
     @property
     def params(self) -> dict[str, nn.Parameter]:
         """The masked parameters by name."""
@@ -250,9 +264,9 @@ class MaskSet:
         torch._foreach_mul_([params[n] for n in self.names], self._mask_factors(params))
 
     def _mask_factors(self, params: Mapping[str, Tensor]) -> list[Tensor]:
-        if self._factors is None or any(f.device != params[n].device for f, n in zip(self._factors, self.names)):
-            self.masks = {n: m.to(params[n].device) for n, m in self.masks.items()}
-            self._factors = [self.masks[n].to(params[n].dtype) for n in self.names]
+        masks = self.masks  # on the parameters' device; a move drops the factors
+        if self._factors is None:
+            self._factors = [masks[n].to(params[n].dtype) for n in self.names]
         return self._factors
 
     # ---- enforcement around an optimizer ----
