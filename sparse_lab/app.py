@@ -19,10 +19,10 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sparse_lab.atomic import atomic_write_text
+from sparse_lab.callbacks.preemption import is_preemption
 from sparse_lab.errors import SparseLabError
 from sparse_lab.validation import validate
 
@@ -169,10 +169,12 @@ def main(cfg: DictConfig) -> Any:
     try:
         final = train(cfg)
         value = objective(cfg, final)
-    except SIGTERMException:  # SaveOnSigterm wrote the checkpoint; 143 = 128 + SIGTERM, as if the signal had ended it
-        log.warning("stopped by SIGTERM: continue with resume=%s", cfg.output_dir)
-        sys.exit(143)
-    except Exception as exc:
+    except BaseException as exc:
+        if is_preemption(exc):  # SaveOnSigterm wrote the checkpoint; 143 = 128 + SIGTERM, as if the signal had ended it
+            log.warning("stopped by SIGTERM: continue with resume=%s", cfg.output_dir)
+            sys.exit(143)
+        if not isinstance(exc, Exception):
+            raise
         clear = isinstance(exc, SparseLabError)
         message = f"sparse_lab: error: {exc}" if clear else traceback.format_exc()
         out_dir = Path(HydraConfig.get().runtime.output_dir)

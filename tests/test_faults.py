@@ -15,6 +15,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from sparse_lab import app
 from sparse_lab.atomic import AtomicCheckpointIO, atomic_write_text
+from sparse_lab.callbacks.preemption import is_preemption
 from sparse_lab.app import train
 from sparse_lab.errors import ConfigError
 from sparse_lab.protocols.train import resume_checkpoint
@@ -192,6 +193,29 @@ def test_sigterm_saves_at_the_step_boundary_and_resume_is_bit_identical(tmp_path
     b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _rows(resumed) == _rows(tmp_path / "whole")  # the interrupted epoch's train metrics included
+
+
+@pytest.mark.slow  # starts processes
+def test_sigterm_under_ddp_spawn_saves_on_every_rank_and_resume_is_bit_identical(tmp_path: Path) -> None:
+    """Both ranks get SIGTERM (as SLURM sends it to every task) during step 10 of a 2-process run: they
+    save together at that step's end and stop; the main process gets the preemption instead of waiting
+    forever for the workers (Lightning's SIGTERMException ends a spawned worker with exit code 0)."""
+    from tests.test_ddp import DDP
+
+    common = [*DDP, "method=full", "epochs=3", "data.test_each_epoch=true"]
+    train(make_cfg(tmp_path / "whole", *common))
+    cut = tmp_path / "cut"
+    with pytest.raises(BaseException) as stopped:  # 7 steps an epoch: step 10 is in epoch 1
+        train(make_cfg(cut, *common, "+callbacks.sig._target_=tests.helpers.SigtermAtStep", "+callbacks.sig.step=10"))
+    assert is_preemption(stopped.value), repr(stopped.value)
+    assert torch.load(cut / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 11
+    assert json.loads((cut / "metrics.json").read_text())["status"] == "interrupted"
+    resumed = tmp_path / "resumed"
+    train(make_cfg(resumed, *common, f"resume={cut}"))
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _rows(resumed) == _rows(tmp_path / "whole")
 
 
 @pytest.mark.slow

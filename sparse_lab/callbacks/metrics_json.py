@@ -12,9 +12,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from sparse_lab import run_record
+from sparse_lab.callbacks.preemption import is_preemption
 
 
 def _cuda_in_use() -> bool:
@@ -158,6 +158,6 @@ class MetricsJSONWriter(Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._flush_epoch(trainer)
         # SIGTERM (preemption) stops a run that resume= continues: not a failure of the run itself
-        self.record[run_record.STATUS] = run_record.INTERRUPTED if isinstance(exception, SIGTERMException) else run_record.FAILED
+        self.record[run_record.STATUS] = run_record.INTERRUPTED if is_preemption(exception) else run_record.FAILED
         self.record[run_record.ERROR] = f"{type(exception).__name__}: {exception}"
         self.write()

@@ -10,6 +10,15 @@ A checkpoint written within an epoch must also carry what the epoch has accumula
 the resumed epoch's train metrics would cover only the steps after the resume: the data loader's
 position (:class:`sparse_lab.data.loader.TensorBatchLoader` is stateful) and the module's running
 torchmetrics states with the steps it queued for them (``_queued``), which this callback saves.
+
+Data parallel runs (``world_size > 1``) stop at the first step boundary where any rank has the
+signal, all ranks together: the ranks agree on it after every training step (one boolean
+all-reduce), save the checkpoint together and stop. Lightning's own path does not serve there:
+under ``ddp_spawn`` the workers' fit is not wrapped by the code that calls ``on_exception``, and a
+worker that ends on ``SIGTERMException`` (a ``SystemExit``) exits with code 0 and no result, so the
+main process waits for it forever. A spawned worker therefore raises :class:`Preempted`, which
+reaches the main process as torch's ``ProcessRaisedException``; :func:`is_preemption` recognizes
+both forms.
 """
 
 from __future__ import annotations
@@ -21,10 +30,27 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning_utilities.core.apply_func import apply_to_collection
+from torch import Tensor
 from torchmetrics import Metric
 
 log = logging.getLogger("sparse_lab")
+
+
+class Preempted(Exception):
+    """A ``ddp_spawn`` worker stopped by SIGTERM after the checkpoint was saved (see the module doc)."""
+
+
+def is_preemption(exception: BaseException) -> bool:
+    """Whether ``exception`` is a SIGTERM stop: Lightning's ``SIGTERMException`` in this process, or a
+    spawned worker's :class:`Preempted` as the main process receives it."""
+    from torch.multiprocessing import ProcessRaisedException
+
+    return isinstance(exception, SIGTERMException) or (
+        isinstance(exception, ProcessRaisedException) and f"{Preempted.__name__}: " in str(exception)
+    )
 
 
 class SaveOnSigterm(Callback):
@@ -36,7 +62,10 @@ class SaveOnSigterm(Callback):
             name: {"state": {k: copy.deepcopy(getattr(m, k)) for k in m._defaults}, "count": m._update_count}
             for name, m in pl_module.named_modules() if isinstance(m, Metric)
         }
-        checkpoint["running_metrics"] = {"metrics": metrics, "queued": copy.deepcopy(getattr(pl_module, "_queued", None))}
+        running = {"metrics": metrics, "queued": copy.deepcopy(getattr(pl_module, "_queued", None))}
+        if trainer.world_size > 1:  # every rank's own partial sums (rank 0 writes the file): each takes its own back
+            running = {"per_rank": apply_to_collection(running, Tensor, trainer.strategy.all_gather)}
+        checkpoint["running_metrics"] = running
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         self._running = checkpoint.get("running_metrics")
@@ -46,6 +75,8 @@ class SaveOnSigterm(Callback):
         running, self._running = getattr(self, "_running", None), None
         if running is None or trainer.fit_loop.epoch_loop.batch_progress.current.completed == 0:
             return  # nothing accumulated: a fresh fit or a checkpoint from an epoch's end
+        if "per_rank" in running:
+            running = apply_to_collection(running["per_rank"], Tensor, lambda t: t[trainer.global_rank])
         modules = dict(pl_module.named_modules())
         for name, saved in running["metrics"].items():
             metric = modules.get(name)
@@ -57,12 +88,28 @@ class SaveOnSigterm(Callback):
         if running["queued"] is not None and hasattr(pl_module, "_queued"):
             pl_module._queued = running["queued"]
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.world_size == 1 or not trainer.strategy.reduce_boolean_decision(trainer.received_sigterm, all=False):
             return
+        message = self._save(trainer)
+        if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+            raise Preempted(message)
+        raise SIGTERMException(143)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit" and trainer.world_size == 1:
+            self._save(trainer)
+
+    @staticmethod
+    def _save(trainer: L.Trainer) -> str:
+        """Write ``last.ckpt`` (every rank calls this; rank 0 writes); the message that says so."""
         checkpoint = next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)), None)
         folder = Path(checkpoint.dirpath) if checkpoint is not None and checkpoint.dirpath else Path(trainer.default_root_dir) / "checkpoints"
         path = folder / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
         trainer.save_checkpoint(path)
-        log.warning("SIGTERM: saved %s at step %d (epoch %d); continue with resume=%s",
-                    path, trainer.global_step, trainer.current_epoch, trainer.default_root_dir)
+        message = (f"SIGTERM: saved {path} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
+                   f"continue with resume={trainer.default_root_dir}")
+        if trainer.is_global_zero:
+            log.warning(message)
+        return message
