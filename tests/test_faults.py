@@ -176,6 +176,17 @@ def _rows(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in json.loads((run / "metrics.json").read_text())["epochs"]]
 
 
+def assert_resume_ends_like_the_whole_run(tmp_path: Path, cut: Path, common: list[str]) -> None:
+    """``resume=cut`` ends bit-identical to ``tmp_path/whole``: weights and every metrics.json row (the
+    interrupted epoch's train metrics included)."""
+    resumed = tmp_path / "resumed"
+    train(make_cfg(resumed, *common, f"resume={cut}"))
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _rows(resumed) == _rows(tmp_path / "whole")
+
+
 @pytest.mark.parametrize("method", ["full", "rw_target"])
 def test_sigterm_saves_at_the_step_boundary_and_resume_is_bit_identical(tmp_path: Path, method: str) -> None:
     common = [f"method={method}", *SMALL, "epochs=3", "batch_size=32", "paths=20", "data.test_each_epoch=true"]
@@ -186,13 +197,7 @@ def test_sigterm_saves_at_the_step_boundary_and_resume_is_bit_identical(tmp_path
     ckpt = torch.load(cut / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 12 and ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "served": 4}]
     assert json.loads((cut / "metrics.json").read_text())["status"] == "interrupted"
-
-    resumed = tmp_path / "resumed"
-    train(make_cfg(resumed, *common, f"resume={cut}"))
-    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert _rows(resumed) == _rows(tmp_path / "whole")  # the interrupted epoch's train metrics included
+    assert_resume_ends_like_the_whole_run(tmp_path, cut, common)
 
 
 @pytest.mark.slow  # starts processes
@@ -210,12 +215,7 @@ def test_sigterm_under_ddp_spawn_saves_on_every_rank_and_resume_is_bit_identical
     assert is_preemption(stopped.value), repr(stopped.value)
     assert torch.load(cut / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 11
     assert json.loads((cut / "metrics.json").read_text())["status"] == "interrupted"
-    resumed = tmp_path / "resumed"
-    train(make_cfg(resumed, *common, f"resume={cut}"))
-    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert _rows(resumed) == _rows(tmp_path / "whole")
+    assert_resume_ends_like_the_whole_run(tmp_path, cut, common)
 
 
 @pytest.mark.slow
