@@ -1,10 +1,19 @@
-"""Callbacks used by tests through config overrides (e.g. +callbacks.crash._target_=tests.helpers.CrashAtStep)."""
+"""Callbacks used by tests through config overrides (e.g. +callbacks.crash._target_=tests.helpers.CrashAtStep),
+and reading a run's results."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
+
+
+def final_state(run_dir: Path) -> dict[str, Any]:
+    """The state dict of ``run_dir``'s ``checkpoints/last.ckpt``, on the CPU."""
+    import torch
+
+    return torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
 
 class SimulatedCrash(RuntimeError):

@@ -25,16 +25,14 @@ from sparse_lab.export import export_run, load_sparse_model
 from sparse_lab.models import MLP
 from sparse_lab.sparsity import MaskSet, RandomWalkMask, keep_edge_gradients, scores, use_row_sparse_backward
 from tests.conftest import make_cfg
+from tests.helpers import final_state
 from tests.test_method_contract import METHODS, check_contract, overrides
+from tests.test_walk_backward import assert_edges_run_ends_like_the_dense_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 GPU = ["data=synthetic", "hardware=gpu", "trainer.deterministic=true", "epochs=1", "callbacks.progress_bar=null",
        "+trainer.enable_progress_bar=false"]
-
-
-def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -48,14 +46,7 @@ def test_random_walk_sparse_backwards_keep_the_contract_on_the_gpu(tmp_path: Pat
 
 
 def test_edges_run_on_the_gpu_ends_with_the_weights_of_the_dense_run(tmp_path: Path) -> None:
-    common = [*GPU, "method=rw_target", "paths=20", "model.hidden=[32,16]", "+trainer.limit_train_batches=6",
-              "data.test_each_epoch=false"]
-    train(make_cfg(tmp_path / "dense", *common, "rw_backward=dense", fast=False))
-    train(make_cfg(tmp_path / "edges", *common, "rw_backward=edges", fast=False))
-    a, b = final_state(tmp_path / "dense"), final_state(tmp_path / "edges")
-    assert a.keys() == b.keys() and len(a) == 6
-    for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    assert_edges_run_ends_like_the_dense_run(tmp_path, *GPU, "method=rw_target", fast=False)
 
 
 @pytest.mark.parametrize("start", ["random", "target"])

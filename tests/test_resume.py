@@ -11,13 +11,9 @@ import torch
 from sparse_lab.app import train
 from sparse_lab.errors import ConfigError
 from tests.conftest import make_cfg
-from tests.helpers import SimulatedCrash
+from tests.helpers import SimulatedCrash, final_state
 
 TIMING = {"train_time_s", "epoch_time_s", "peak_rss_mb", "peak_cuda_mb", "pruning/time_s"}
-
-
-def final_state(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
 
 
 def rows(run: Path) -> list[dict]:

@@ -16,12 +16,9 @@ from sparse_lab.models import MLP
 from sparse_lab.sparsity import MaskSet
 from sparse_lab.sparsity.kernels import MaskedLinearKernels, SparseLinear
 from tests.conftest import make_cfg
+from tests.helpers import final_state
 
 SMALL = ["model.hidden=[64,32]", "epochs=2", "+trainer.limit_train_batches=6", "+trainer.limit_test_batches=2"]
-
-
-def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
 
 
 @pytest.mark.parametrize("method", [["method=snip", "sparsity=0.97"], ["method=progressive", "sparsity=0.95",

@@ -16,6 +16,7 @@ from sparse_lab.sparsity import RandomWalkMask, RowSparseLinear, keep_edge_gradi
 from sparse_lab.sparsity import row_sparse
 from sparse_lab.sparsity.kernels import edge_gradients
 from tests.conftest import make_cfg
+from tests.helpers import final_state
 
 
 def twins(seed: int = 0, hidden=(16, 12)) -> tuple[MLP, MLP]:
@@ -102,16 +103,18 @@ def test_edges_backward_refuses_the_gradient_bias() -> None:
         RandomWalkGradientMask(RandomWalkMask(5, bias="gradient"), backward="edges")
 
 
-def final_weights(out: Path) -> dict[str, torch.Tensor]:
-    return torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-
-
 @pytest.mark.parametrize("method", ["rw_target", "rw_random"])
 def test_edges_run_ends_with_the_weights_of_the_dense_run(tmp_path: Path, method: str) -> None:
-    common = [f"method={method}", "paths=20", "model.hidden=[32,16]", "+trainer.limit_train_batches=6", "data.test_each_epoch=false"]
-    train(make_cfg(tmp_path / "dense", *common, "rw_backward=dense"))
-    train(make_cfg(tmp_path / "edges", *common, "rw_backward=edges"))
-    a, b = final_weights(tmp_path / "dense"), final_weights(tmp_path / "edges")
+    assert_edges_run_ends_like_the_dense_run(tmp_path, f"method={method}")
+
+
+def assert_edges_run_ends_like_the_dense_run(tmp_path: Path, *overrides: str, fast: bool = True) -> None:
+    """A short run with ``rw_backward=edges`` ends with the weights of the same run with ``dense``
+    (``fast=False``: ``overrides`` choose data and hardware, as the GPU tests do)."""
+    common = [*overrides, "paths=20", "model.hidden=[32,16]", "+trainer.limit_train_batches=6", "data.test_each_epoch=false"]
+    train(make_cfg(tmp_path / "dense", *common, "rw_backward=dense", fast=fast))
+    train(make_cfg(tmp_path / "edges", *common, "rw_backward=edges", fast=fast))
+    a, b = final_state(tmp_path / "dense"), final_state(tmp_path / "edges")
     assert a.keys() == b.keys() and len(a) == 6
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key

@@ -34,6 +34,7 @@ from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcess
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor
+from torch.multiprocessing import ProcessRaisedException
 from torchmetrics import Metric
 
 log = logging.getLogger("sparse_lab")
@@ -46,8 +47,6 @@ class Preempted(Exception):
 def is_preemption(exception: BaseException) -> bool:
     """Whether ``exception`` is a SIGTERM stop: Lightning's ``SIGTERMException`` in this process, or a
     spawned worker's :class:`Preempted` as the main process receives it."""
-    from torch.multiprocessing import ProcessRaisedException
-
     return isinstance(exception, SIGTERMException) or (
         isinstance(exception, ProcessRaisedException) and f"{Preempted.__name__}: " in str(exception)
     )
