@@ -35,6 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from benchmarks.results_io import save_result  # noqa: E402
+from sparse_lab import run_record  # noqa: E402
 
 COMMON = ["data=synthetic", "hardware=cpu", "data.train_size=2048", "data.val_size=256", "data.eval_batch_size=64",
           "data.test_each_epoch=true",
@@ -59,7 +60,8 @@ def run(args: list[str], run_dir: Path) -> int:
 
 
 def ending(method: str, run_dir: Path, previous: Path | None = None) -> dict[str, Any]:
-    """What a run ended with, for comparison (a lottery round trained by the run it resumed: from ``previous``)."""
+    """What a run ended with, for comparison (a lottery round trained by the run it resumed, or the weights of a
+    resume that had no step left to train: from ``previous``, the killed run)."""
     if method == "lottery":
         state = json.loads((run_dir / "lottery.json").read_text())
         last = f"round_{state['rounds'][-1]['round']:02d}"
@@ -71,7 +73,10 @@ def ending(method: str, run_dir: Path, previous: Path | None = None) -> dict[str
         return {"json": state, "tensors": tensors | {f"control.{n}": t for n, t in control.items()}}
     record = json.loads((run_dir / "metrics.json").read_text())
     rows = [{k: v for k, v in r.items() if k not in TIMING} for r in record["epochs"]]
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file() and previous is not None:  # killed after its last step: the resume trained none
+        last = previous / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)["state_dict"]
     return {"json": {"rows": rows, "test": record["test"]}, "tensors": state}
 
 
@@ -112,7 +117,9 @@ def trial(method: str, args: list[str], kind: str, run_dir: Path, span_s: float,
         proc.kill()
         code = proc.wait()
         where = f"{delay:.2f} s after the first {'round ended' if method == 'lottery' else 'checkpoint'}"
-    if code == 0:
+    record = run_record.read_run(run_dir)
+    if code == 0 or (record or {}).get(run_record.STATUS) == run_record.COMPLETED:
+        # a kill after the run had written its final record (while the process shut down) ended nothing
         return {"kind": kind, "where": where, "killed": False}
     torn = None
     if kind == "torn":

@@ -1,4 +1,9 @@
-"""The Hydra entry point: compose the config, build every object with ``instantiate``, train, test."""
+"""The Hydra entry point: compose the config, build every object with ``instantiate``, train, test.
+
+torch and Lightning (several seconds of imports) are imported when a run starts, so that what Hydra
+answers itself (``--help``, ``--cfg job``, an unknown option or a bad override) and a missing plugin
+come back in well under a second.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +14,23 @@ import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sparse_lab.atomic import atomic_write_text
-from sparse_lab.callbacks.preemption import is_preemption
 from sparse_lab.errors import SparseLabError
 from sparse_lab.validation import validate
 
-log = logging.getLogger("sparse_lab")
+if TYPE_CHECKING:
+    import lightning as L
 
-# Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 on import so that CUDA stays uninitialized before a
-# fork. With it set, torch.cuda.is_available() dlopens NVML on every call, and Adam calls it on every
-# step, a sizeable share of a small MLP's whole step (docs/speed.md).
-# sparse_lab never forks a process that uses CUDA (no DataLoader workers; DDP launches or spawns).
-os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+log = logging.getLogger("sparse_lab")
 
 # Sections of the config that describe the experiment (logged as hyperparameters).
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -99,6 +97,15 @@ def requeued_run(out_dir: Path) -> str | None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one experiment described by ``cfg``; return the final test metrics."""
     validate(cfg)
+    import lightning as L
+    import torch
+    from lightning.pytorch.utilities import rank_zero_only
+
+    # Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 on import so that CUDA stays uninitialized before a
+    # fork. With it set, torch.cuda.is_available() dlopens NVML on every call, and Adam calls it on every
+    # step, a sizeable share of a small MLP's whole step (docs/speed.md).
+    # sparse_lab never forks a process that uses CUDA (no DataLoader workers; DDP launches or spawns).
+    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.data)
@@ -170,7 +177,7 @@ def main(cfg: DictConfig) -> Any:
         final = train(cfg)
         value = objective(cfg, final)
     except BaseException as exc:
-        if is_preemption(exc):  # SaveOnSigterm wrote the checkpoint; 143 = 128 + SIGTERM, as if the signal had ended it
+        if not isinstance(exc, SparseLabError) and _is_preemption(exc):  # SaveOnSigterm wrote the checkpoint; 143 = 128 + SIGTERM, as if the signal had ended it
             log.warning("stopped by SIGTERM: continue with resume=%s", cfg.output_dir)
             sys.exit(143)
         if not isinstance(exc, Exception):
@@ -188,6 +195,12 @@ def main(cfg: DictConfig) -> Any:
         print(message, file=sys.stderr)
         sys.exit(2)
     return value
+
+
+def _is_preemption(exc: BaseException) -> bool:
+    from sparse_lab.callbacks.preemption import is_preemption  # Lightning: imported only once a run has started
+
+    return is_preemption(exc)
 
 
 # Hydra plugins that a config group option needs: (group, option) -> (plugin module, pip package).

@@ -3,6 +3,10 @@
 A process killed during a write leaves the previous version of the file (or none) and at most a
 hidden ``.<name>.tmp-<pid>`` beside it, never a torn file: ``os.replace`` is atomic on POSIX
 within one file system.
+
+Imports only the standard library (torch on the first :func:`atomic_torch_save`), so that the entry
+point can write a refusal's ``error.txt`` before torch and Lightning are imported. The Lightning
+plugin that writes checkpoints this way is :class:`sparse_lab.checkpoint_io.AtomicCheckpointIO`.
 """
 
 from __future__ import annotations
@@ -11,10 +15,6 @@ import io
 import os
 from pathlib import Path
 from typing import Any
-
-import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.types import _PATH
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
@@ -37,19 +37,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj, path)``, but a kill during the write leaves the previous file intact."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getbuffer())
 
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's ``TorchCheckpointIO`` for local paths, writing every checkpoint beside its target
-    and renaming it into place (Lightning's own write opens the target itself, so a kill during it
-    leaves a truncated ``.ckpt``). Remote URLs (``s3://`` ...) keep Lightning's behaviour."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
-        if "://" in str(path):
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} does not take storage_options")
-        atomic_torch_save(checkpoint, path)

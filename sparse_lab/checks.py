@@ -12,6 +12,10 @@ from typing import Any
 
 from sparse_lab.errors import ConfigError
 
+# How a pruning rule spreads its keep count over layers (sparse_lab.sparsity.select): one global
+# ranking, the same fraction per layer, or a layer-wise density (uniform, ER, ERK).
+SCOPES = ("global", "layer", "uniform", "er", "erk")
+
 
 def is_int(v: Any, minimum: int = 0) -> bool:
     """An int (not a bool) >= ``minimum``."""

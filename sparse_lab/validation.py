@@ -1,4 +1,6 @@
-"""Config checks that run before anything is built or written: one clear message per bad value."""
+"""Config checks that run before anything is built or written: one clear message per bad value.
+
+Imports the config library only; the checks that need classes import them when they run."""
 
 from __future__ import annotations
 
@@ -11,9 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sparse_lab.checks import invalid, is_int, is_number
+from sparse_lab.checks import SCOPES, invalid, is_int, is_number
 from sparse_lab.errors import ConfigError
-from sparse_lab.sparsity.select import SCOPES
 
 Check = Callable[[Any], bool]
 
@@ -438,8 +439,9 @@ def _model_args(cfg: DictConfig) -> list[str]:
     return []
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` naming every invalid value, before any training or writing."""
+def value_problems(cfg: DictConfig) -> list[str]:
+    """Every value that breaks its rule in :data:`RULES`, and option pairs that exclude each other
+    (reads the config only)."""
     problems = []
     for path, check, valid in RULES:
         try:
@@ -458,6 +460,14 @@ def validate(cfg: DictConfig) -> None:
         problems.append(
             f"compile=true cannot be combined with rw_backward={walk_backward}: use rw_backward=dense or compile=false"
         )
+    return problems
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming every invalid value, before any training or writing: the
+    values (:func:`value_problems`), method/model pairs, gradient options, sparse kernels, protocol
+    options, hardware, data and memory, all in one message."""
+    problems = value_problems(cfg)
     problems += _compatibility(cfg)
     problems += _gradient_options(cfg)
     problems += _sparse_kernels(cfg)

@@ -14,7 +14,8 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from sparse_lab import app
-from sparse_lab.atomic import AtomicCheckpointIO, atomic_write_text
+from sparse_lab.atomic import atomic_write_text
+from sparse_lab.checkpoint_io import AtomicCheckpointIO
 from sparse_lab.callbacks.preemption import is_preemption
 from sparse_lab.app import train
 from sparse_lab.errors import ConfigError

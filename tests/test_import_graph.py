@@ -83,3 +83,18 @@ def test_each_walk_module_imports_fresh(first: str) -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "64"
+
+
+def test_what_hydra_answers_itself_imports_neither_torch_nor_lightning(tmp_path: Path) -> None:
+    # --cfg job, --help and a bad override come back before a run starts: about 0.3 s, not the
+    # 5 s of importing Lightning (torchmetrics, torchvision, torch._dynamo).
+    code = (
+        "import sys; from sparse_lab.app import run_cli\n"
+        "try:\n    run_cli()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'numba') if m in sys.modules))"
+    )
+    for args in (["data=synthetic", "--cfg", "job"], ["method=no_such_method"]):
+        result = subprocess.run([sys.executable, "-c", code, *args, f"hydra.run.dir={tmp_path}"],
+                                cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert result.stdout.strip().splitlines()[-1] == "[]", (args, result.stdout, result.stderr)
+    assert "method: no_such_method" in result.stderr or "no_such_method" in result.stderr

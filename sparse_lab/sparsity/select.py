@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from sparse_lab.checks import SCOPES
 from sparse_lab.errors import ConfigError
 
 Scores = Mapping[str, Tensor]
 Masks = dict[str, Tensor]
-SCOPES = ("global", "layer", "uniform", "er", "erk")
 
 
 def _flat(scores: Scores, active: Scores | None) -> tuple[Tensor, int]:
