@@ -57,16 +57,18 @@ class CrashInRun(Callback):
 
 
 class SigtermAtStep(Callback):
-    """Send this process SIGTERM when ``trainer.global_step`` reaches ``step`` (a scheduler's preemption)."""
+    """Send this process SIGTERM when ``trainer.global_step`` reaches ``step`` (a scheduler's preemption);
+    with ``rank``, only the process of that global rank."""
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, rank: int | None = None) -> None:
         self.step = step
+        self.rank = rank
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         import os
         import signal
 
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and self.rank in (None, trainer.global_rank):
             os.kill(os.getpid(), signal.SIGTERM)
 
 

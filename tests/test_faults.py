@@ -202,17 +202,21 @@ def test_sigterm_saves_at_the_step_boundary_and_resume_is_bit_identical(tmp_path
 
 
 @pytest.mark.slow  # starts processes
-def test_sigterm_under_ddp_spawn_saves_on_every_rank_and_resume_is_bit_identical(tmp_path: Path) -> None:
-    """Both ranks get SIGTERM (as SLURM sends it to every task) during step 10 of a 2-process run: they
-    save together at that step's end and stop; the main process gets the preemption instead of waiting
-    forever for the workers (Lightning's SIGTERMException ends a spawned worker with exit code 0)."""
+@pytest.mark.parametrize("rank", [None, 1], ids=["every rank", "rank 1 alone"])
+def test_sigterm_under_ddp_spawn_saves_on_every_rank_and_resume_is_bit_identical(tmp_path: Path, rank: int | None) -> None:
+    """SIGTERM during step 10 of a 2-process run, to both ranks (as SLURM sends it to every task) or to
+    rank 1 alone: the ranks save together at that step's end and stop; the main process gets the
+    preemption instead of waiting forever for the workers (Lightning's SIGTERMException ends a spawned
+    worker with exit code 0). With rank 1 alone, Lightning's handler hung both ranks (a broadcast
+    inside the handler that rank 0 never joins)."""
     from tests.test_ddp import DDP
 
     common = [*DDP, "method=full", "epochs=3", "data.test_each_epoch=true"]
     train(make_cfg(tmp_path / "whole", *common))
     cut = tmp_path / "cut"
+    signal = ["+callbacks.sig._target_=tests.helpers.SigtermAtStep", "+callbacks.sig.step=10", f"+callbacks.sig.rank={'null' if rank is None else rank}"]
     with pytest.raises(BaseException) as stopped:  # 7 steps an epoch: step 10 is in epoch 1
-        train(make_cfg(cut, *common, "+callbacks.sig._target_=tests.helpers.SigtermAtStep", "+callbacks.sig.step=10"))
+        train(make_cfg(cut, *common, *signal))
     assert is_preemption(stopped.value), repr(stopped.value)
     assert torch.load(cut / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 11
     assert json.loads((cut / "metrics.json").read_text())["status"] == "interrupted"

@@ -18,19 +18,26 @@ under ``ddp_spawn`` the workers' fit is not wrapped by the code that calls ``on_
 worker that ends on ``SIGTERMException`` (a ``SystemExit``) exits with code 0 and no result, so the
 main process waits for it forever. A spawned worker therefore raises :class:`Preempted`, which
 reaches the main process as torch's ``ProcessRaisedException``; :func:`is_preemption` recognizes
-both forms.
+both forms. Lightning's SIGTERM handler also broadcasts from rank 0 inside the handler, a collective
+that the other ranks match only when the signal reaches them all at the same point of the step; a
+signal that reaches one rank alone (or the ranks in different steps) left that rank waiting in the
+broadcast and the others in the step's next collective, forever. Under ``world_size > 1`` this
+callback's handler only records the signal (and forwards it to launched children, as Lightning's
+does), and the step-end agreement does the rest.
 """
 
 from __future__ import annotations
 
-import logging
 import copy
+import logging
+import signal
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor
@@ -70,6 +77,8 @@ class SaveOnSigterm(Callback):
         self._running = checkpoint.get("running_metrics")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1:
+            _record_sigterm_without_broadcast(trainer)
         # After the module's on_fit_start, which resets its metrics (a module may be fitted again after a test).
         running, self._running = getattr(self, "_running", None), None
         if running is None or trainer.fit_loop.epoch_loop.batch_progress.current.completed == 0:
@@ -112,3 +121,23 @@ class SaveOnSigterm(Callback):
         if trainer.is_global_zero:
             log.warning(message)
         return message
+
+
+def _record_sigterm_without_broadcast(trainer: L.Trainer) -> None:
+    """In the SIGTERM handler Lightning installed for this fit, replace its notifier (which broadcasts
+    from rank 0, see the module doc) by one that records the signal and forwards it to the launcher's
+    children; Lightning's other handlers and those it kept from before stay."""
+    handler = signal.getsignal(signal.SIGTERM)
+    handlers = getattr(handler, "signal_handlers", None)
+    if not isinstance(handlers, list):
+        return
+    connector = trainer._signal_connector
+
+    def record(signum: int, frame: Any) -> None:
+        log.info("[rank %d] received SIGTERM: saving at the end of this step", trainer.global_rank)
+        if not connector.received_sigterm and trainer.strategy.launcher is not None:
+            trainer.strategy.launcher.kill(signum)
+        connector.received_sigterm = True
+
+    notifier = _SignalConnector._sigterm_notifier_fn
+    handler.signal_handlers = [record if getattr(h, "__func__", None) is notifier else h for h in handlers]
