@@ -190,3 +190,24 @@ def test_every_zoo_method_composes_under_the_one_budget(tmp_path: Path, experime
             protocol = instantiate(cfg.method.protocol)
             assert protocol.rounds == 5 and protocol.round_epoch_cap == cfg.epochs
             assert (1 - protocol.prune_percent / 100) ** 4 == pytest.approx(1 - cfg.sparsity)
+
+
+def test_the_snip_paper_preset_decays_the_lr_tenfold_at_25k_50k_75k_of_100k_steps(tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    from sparse_lab.validation import validate
+
+    cfg = make_cfg(tmp_path, "experiment=snip_lenet300_paper", fast=False)
+    validate(cfg)
+    assert cfg.method.module._target_.endswith("Classifier") and "pruner" in cfg.method.callbacks  # SNIP
+    assert cfg.method.module.scheduler_interval == "step" and cfg.data.test_each_epoch
+    assert cfg.epochs * 60000 // cfg.batch_size >= 100_000
+    optimizer = instantiate(cfg.method.module.optimizer)([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    scheduler = instantiate(cfg.method.module.scheduler)(optimizer)
+    lrs = {}
+    for step in range(1, 75_001):
+        optimizer.step()
+        scheduler.step()
+        if step in (24_999, 25_000, 50_000, 75_000):
+            lrs[step] = optimizer.param_groups[0]["lr"]
+    assert lrs == pytest.approx({24_999: 0.1, 25_000: 0.01, 50_000: 0.001, 75_000: 0.0001})
