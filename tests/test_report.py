@@ -225,3 +225,19 @@ def test_a_zoo_sweep_tables_method_by_sparsity_against_one_sided_references(tmp_
     assert not {c["setting"]: c["ok"] for c in compare(rows, load_reference(ref))}["method=snip,sparsity=0.98"]
     assert main([str(tmp_path), "--reference", str(ref)]) == 0
     assert (tmp_path / "report" / "accuracy_vs_sparsity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_best_test_accuracy_over_epochs_is_tabled_when_the_epochs_were_tested(tmp_path: Path) -> None:
+    for seed, (accs, final) in enumerate([([0.90, 0.97, 0.95], 0.95), ([0.92, 0.93, 0.99], 0.99)]):
+        d = tmp_path / str(seed)
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "overrides.yaml").write_text(f"- method=snip\n- seed={seed}\n")
+        epochs = [{"epoch": i, "test/acc": a, "train_time_s": 1.0} for i, a in enumerate(accs)]
+        (d / "metrics.json").write_text(json.dumps({"status": "completed", "epochs": epochs, "test": {"test/acc": final}}))
+    _, rows = aggregate(find_runs(tmp_path))
+    assert rows[0]["test/acc mean"] == pytest.approx(0.97) and rows[0]["best test/acc mean"] == pytest.approx(0.98)
+    assert main([str(tmp_path)]) == 0
+    assert "best test/acc" in (tmp_path / "report" / "report.md").read_text()
+    fake_run(tmp_path / "untested", "0", ["method=snip", "seed=0"], 0.9)  # epochs without test/acc: no best
+    _, rows = aggregate(find_runs(tmp_path / "untested"))
+    assert rows[0]["test/acc n"] == 1 and rows[0]["best test/acc n"] == 0

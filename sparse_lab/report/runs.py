@@ -11,6 +11,8 @@ import yaml
 
 from sparse_lab import run_record
 
+BEST = "best "
+
 
 @dataclass
 class Run:
@@ -31,7 +33,13 @@ class Run:
         return self.metrics.get(run_record.STATUS, "no metrics")
 
     def final(self, key: str) -> float | None:
-        """A final value: from the test results, else from the last epoch row."""
+        """A final value: from the test results, else from the last epoch row; ``best <metric>``: the
+        largest value the epoch rows reached (``best test/acc`` of a run with ``data.test_each_epoch``:
+        the best test accuracy over epochs, as papers that keep their best checkpoint report it)."""
+        if key.startswith(BEST):
+            reached = [r.get(key[len(BEST):]) for r in run_record.epoch_rows(self.metrics)]
+            numbers = [v for v in reached if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            return max(numbers) if numbers else None
         test = self.metrics.get(run_record.TEST) or {}
         if key in test:
             return test[key]

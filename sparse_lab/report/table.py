@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from sparse_lab.report.runs import Run
 
-DEFAULT_METRICS = ("test/acc", "test/loss", "updates/density", "updates/cumulative", "updates/changed")
+DEFAULT_METRICS = ("test/acc", "best test/acc", "test/loss", "updates/density", "updates/cumulative", "updates/changed")
 SEED_KEYS = ("seed",)
 
 
