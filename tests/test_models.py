@@ -49,6 +49,20 @@ def test_pool_before_relu_is_bit_identical(kind: str) -> None:
     assert all(torch.equal(p, q) for p, q in zip(ga, gb))
 
 
+def test_mlp_variance_scaling_init_is_tensorflows_truncated_normal() -> None:
+    """TensorFlow 1's variance_scaling_initializer (SNIP's reference): std sqrt(1 / fan_in) after a cut at
+    two standard deviations of the underlying normal, zero biases."""
+    torch.manual_seed(0)
+    model = MLP((1, 28, 28), 10, (300, 100), init="variance_scaling")
+    for linear in model.linears:
+        fan_in = linear.weight.shape[1]
+        w = linear.weight.detach()
+        assert w.std().item() == pytest.approx((1 / fan_in) ** 0.5, rel=0.05)
+        cut = 2 * (1 / fan_in) ** 0.5 / 0.87962566103423978
+        assert w.abs().max() <= cut and w.abs().max() > 0.97 * cut
+        assert not linear.bias.any()
+
+
 @pytest.mark.parametrize("init", ["glorot_uniform", "glorot_normal"])
 def test_mlp_glorot_init(init: str) -> None:
     """Glorot weights (bound sqrt(6 / (fan_in + fan_out)) or std sqrt(2 / (fan_in + fan_out))), zero biases;
@@ -88,7 +102,7 @@ BAD_MODEL_ARGS = [
     (MLP, {"hidden": [0, 10]}, "model.hidden=[0, 10] is invalid: it must be a list of positive integers"),
     (MLP, {"hidden": 5}, "model.hidden=5 is invalid: it must be a list of positive integers"),
     (MLP, {"hidden": "wide"}, "model.hidden='wide' is invalid"),
-    (MLP, {"init": "he"}, "model.init='he' is invalid: it must be one of: torch, glorot_uniform, glorot_normal"),
+    (MLP, {"init": "he"}, "model.init='he' is invalid: it must be one of: torch, glorot_uniform, glorot_normal, variance_scaling"),
     (SmallCNN, {"channels": [32, -1]}, "model.channels=[32, -1] is invalid: it must be a list of positive integers"),
     (SmallCNN, {"channels": [8] * 6}, "model.channels=[8, 8, 8, 8, 8, 8] is invalid: it must be at most as many conv+pool"),
     (SmallCNN, {"hidden": [128]}, "model.hidden=[128] is invalid: it must be a positive integer"),

@@ -9,7 +9,10 @@ from torch import Tensor, nn
 
 from sparse_lab.checks import is_int_list, is_number, one_of, require
 
-INITS = ("torch", "glorot_uniform", "glorot_normal")
+INITS = ("torch", "glorot_uniform", "glorot_normal", "variance_scaling")
+# TensorFlow 1's variance_scaling_initializer (scale 1, fan_in, truncated normal): the standard deviation
+# of a normal cut at two standard deviations, divided by this, is sqrt(1 / fan_in).
+TRUNCATED_NORMAL_STD = 0.87962566103423978
 
 
 def weight_count(inputs: int, hidden: Sequence[int], outputs: int) -> int:
@@ -35,7 +38,9 @@ class MLP(nn.Module):
 
     ``init``: ``torch`` (PyTorch's default for ``nn.Linear``), ``glorot_uniform`` (Keras' default:
     ``xavier_uniform_`` weights, zero biases) or ``glorot_normal`` (Gaussian Glorot, as Frankle &
-    Carbin initialise their fully connected nets; zero biases). The Linear layers are exposed in
+    Carbin initialise their fully connected nets; zero biases) or ``variance_scaling`` (TensorFlow 1's
+    ``variance_scaling_initializer``, which SNIP's reference code uses: a normal of standard deviation
+    ``sqrt(1 / fan_in)`` truncated at two standard deviations; zero biases). The Linear layers are exposed in
     order as :attr:`linears` (input to output).
 
     ``match_sparsity``: every hidden width scaled by one factor so that the net has as many weights
@@ -75,7 +80,11 @@ class MLP(nn.Module):
             if self.init == "torch":
                 linear.reset_parameters()
                 continue
-            (nn.init.xavier_uniform_ if self.init == "glorot_uniform" else nn.init.xavier_normal_)(linear.weight)
+            if self.init == "variance_scaling":
+                std = math.sqrt(1.0 / linear.in_features) / TRUNCATED_NORMAL_STD
+                nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std)
+            else:
+                (nn.init.xavier_uniform_ if self.init == "glorot_uniform" else nn.init.xavier_normal_)(linear.weight)
             nn.init.zeros_(linear.bias)
 
     @property
