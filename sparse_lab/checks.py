@@ -15,6 +15,8 @@ from sparse_lab.errors import ConfigError
 # How a pruning rule spreads its keep count over layers (sparse_lab.sparsity.select): one global
 # ranking, the same fraction per layer, or a layer-wise density (uniform, ER, ERK).
 SCOPES = ("global", "layer", "uniform", "er", "erk")
+# The MLP's weight initializations (sparse_lab.models.mlp).
+INITS = ("torch", "glorot_uniform", "glorot_normal", "variance_scaling")
 
 
 def is_int(v: Any, minimum: int = 0) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sparse_lab.checks import SCOPES, invalid, is_int, is_number
+from sparse_lab.checks import INITS, SCOPES, invalid, is_int, is_number
 from sparse_lab.errors import ConfigError
 
 Check = Callable[[Any], bool]
@@ -93,8 +93,7 @@ RULES: list[tuple[str, Check, str]] = [
     ("model.embedding", _choice("onehot", "learned"), "one of: onehot, learned"),
     ("model.inference", _choice("renoise", "chain"), "one of: renoise, chain"),
     ("model.padding", _int(0), "an integer >= 0 (the encoder's 3x3 convolutions)"),
-    ("model.init", _choice("torch", "glorot_uniform", "glorot_normal", "variance_scaling"),
-     "one of: torch, glorot_uniform, glorot_normal, variance_scaling"),
+    ("model.init", _choice(*INITS), f"one of: {', '.join(INITS)}"),
     ("model.features", _int(1), "an integer >= 1"),
     ("model.embedding_dim", lambda v: v is None or is_int(v, 1), "null or an integer >= 1"),
     ("model.dropout", _fraction, "a number in [0, 1)"),
@@ -440,9 +439,10 @@ def _model_args(cfg: DictConfig) -> list[str]:
     return []
 
 
-def value_problems(cfg: DictConfig) -> list[str]:
-    """Every value that breaks its rule in :data:`RULES`, and option pairs that exclude each other
-    (reads the config only)."""
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming every invalid value, before any training or writing: the
+    values (:data:`RULES`), method/model pairs, gradient options, sparse kernels, protocol options,
+    hardware, data and memory, all in one message."""
     problems = []
     for path, check, valid in RULES:
         try:
@@ -461,14 +461,6 @@ def value_problems(cfg: DictConfig) -> list[str]:
         problems.append(
             f"compile=true cannot be combined with rw_backward={walk_backward}: use rw_backward=dense or compile=false"
         )
-    return problems
-
-
-def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` naming every invalid value, before any training or writing: the
-    values (:func:`value_problems`), method/model pairs, gradient options, sparse kernels, protocol
-    options, hardware, data and memory, all in one message."""
-    problems = value_problems(cfg)
     problems += _compatibility(cfg)
     problems += _gradient_options(cfg)
     problems += _sparse_kernels(cfg)

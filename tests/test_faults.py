@@ -22,7 +22,7 @@ from sparse_lab.errors import ConfigError
 from sparse_lab.protocols.train import resume_checkpoint
 from sparse_lab.report.__main__ import main as report_main
 from tests.conftest import REPO, make_cfg
-from tests.helpers import SimulatedCrash
+from tests.helpers import SimulatedCrash, final_state
 from tests.malformed_inputs import MALFORMED, applicable, with_base
 
 SMALL = ["model.hidden=[16]", "data.train_size=256", "data.val_size=0"]
@@ -182,8 +182,7 @@ def assert_resume_ends_like_the_whole_run(tmp_path: Path, cut: Path, common: lis
     interrupted epoch's train metrics included)."""
     resumed = tmp_path / "resumed"
     train(make_cfg(resumed, *common, f"resume={cut}"))
-    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    a, b = final_state(tmp_path / "whole"), final_state(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _rows(resumed) == _rows(tmp_path / "whole")
 

@@ -7,9 +7,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from sparse_lab.checks import is_int_list, is_number, one_of, require
+from sparse_lab.checks import INITS, is_int_list, is_number, one_of, require
 
-INITS = ("torch", "glorot_uniform", "glorot_normal", "variance_scaling")
 # TensorFlow 1's variance_scaling_initializer (scale 1, fan_in, truncated normal): the standard deviation
 # of a normal cut at two standard deviations, divided by this, is sqrt(1 / fan_in).
 TRUNCATED_NORMAL_STD = 0.87962566103423978
