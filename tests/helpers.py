@@ -72,6 +72,22 @@ class SigtermAtStep(Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+class SigtermInValidation(Callback):
+    """Send this process SIGTERM at validation batch ``batch`` of epoch ``epoch`` (a preemption during
+    the evaluation after an epoch: Lightning stops after that batch)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch = epoch
+        self.batch = batch
+
+    def on_validation_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        import os
+        import signal
+
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch and not trainer.sanity_checking:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 class KillInValidation(Callback):
     """SIGKILL this process at validation batch ``batch`` of epoch ``epoch`` (a job killed during evaluation),
     in the run dir named ``run_name`` if given (e.g. a lottery round)."""

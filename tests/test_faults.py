@@ -200,6 +200,31 @@ def test_sigterm_saves_at_the_step_boundary_and_resume_is_bit_identical(tmp_path
     assert_resume_ends_like_the_whole_run(tmp_path, cut, common)
 
 
+@pytest.mark.parametrize("where", ["test batch 2", "last training step"])
+def test_sigterm_in_the_epoch_end_evaluation_runs_it_again_on_resume_bit_identically(tmp_path: Path, where: str) -> None:
+    """SIGTERM at test batch 2 of the evaluation after epoch 1, or during epoch 1's last training step
+    (Lightning then stops after the evaluation's first batch): the resumed run evaluates epoch 1 again
+    from its first batch. Before, the resume skipped the rest of that evaluation (epoch 1's row had no
+    test metrics), and the batches evaluated before the stop, restored on the CPU, went into epoch 2's
+    test metrics on the CPU and failed a GPU run (tests/test_gpu.py runs this there)."""
+    check_sigterm_in_the_epoch_end_evaluation(tmp_path, where)
+
+
+def check_sigterm_in_the_epoch_end_evaluation(tmp_path: Path, where: str, *extra: str) -> None:
+    common = [*extra, "method=full", *SMALL, "epochs=3", "batch_size=32", "data.test_each_epoch=true",
+              "data.eval_batch_size=64", "data.test_size=320"]  # 8 training steps and 5 test batches an epoch
+    train(make_cfg(tmp_path / "whole", *common))
+    cut = tmp_path / "cut"
+    signal = (["+callbacks.sig._target_=tests.helpers.SigtermInValidation", "+callbacks.sig.epoch=1", "+callbacks.sig.batch=2"]
+              if where == "test batch 2" else ["+callbacks.sig._target_=tests.helpers.SigtermAtStep", "+callbacks.sig.step=15"])
+    with pytest.raises(SIGTERMException):
+        train(make_cfg(cut, *common, *signal))
+    ckpt = torch.load(cut / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 16 and len(ckpt["running_metrics"]["queued"]["train"]) == 8
+    assert ckpt["running_metrics"]["queued"]["test"] == []
+    assert_resume_ends_like_the_whole_run(tmp_path, cut, common)
+
+
 @pytest.mark.slow  # starts processes
 @pytest.mark.parametrize("rank", [None, 1], ids=["every rank", "rank 1 alone"])
 def test_sigterm_under_ddp_spawn_saves_on_every_rank_and_resume_is_bit_identical(tmp_path: Path, rank: int | None) -> None:

@@ -8,7 +8,8 @@
   on every layer with the walk drawn on the GPU;
 - SNIP, GraSP and SynFlow score the same on the GPU as on the CPU;
 - ``sparse_kernels=true`` on a GPU keeps the dense kernels and trains the same net;
-- a GPU-trained run exports and loads on the CPU with the masked model's outputs.
+- a GPU-trained run exports and loads on the CPU with the masked model's outputs;
+- SIGTERM in the epoch-end evaluation, then resume: the evaluation runs again, bit-identically.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sparse_lab.models import MLP
 from sparse_lab.sparsity import MaskSet, RandomWalkMask, keep_edge_gradients, scores, use_row_sparse_backward
 from tests.conftest import make_cfg
 from tests.helpers import final_state
+from tests.test_faults import check_sigterm_in_the_epoch_end_evaluation
 from tests.test_method_contract import METHODS, check_contract, overrides
 from tests.test_walk_backward import assert_edges_run_ends_like_the_dense_run
 
@@ -106,3 +108,8 @@ def test_a_gpu_trained_run_exports_and_loads_on_the_cpu(tmp_path: Path) -> None:
     x = torch.randn(17, 1, 28, 28)
     with torch.no_grad():
         assert torch.allclose(loaded(x), reference.eval()(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("where", ["test batch 2", "last training step"])
+def test_sigterm_in_the_epoch_end_evaluation_on_the_gpu_resumes_bit_identically(tmp_path: Path, where: str) -> None:
+    check_sigterm_in_the_epoch_end_evaluation(tmp_path, where, *(o for o in GPU if not o.startswith("epochs=")))

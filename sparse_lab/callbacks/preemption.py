@@ -11,6 +11,11 @@ the resumed epoch's train metrics would cover only the steps after the resume: t
 position (:class:`sparse_lab.data.loader.TensorBatchLoader` is stateful) and the module's running
 torchmetrics states with the steps it queued for them (``_queued``), which this callback saves.
 
+A SIGTERM during the evaluation after an epoch (or during the epoch's last training step: Lightning
+then stops after the evaluation's first batch) is saved with the running state from before that
+evaluation, and marked so that the resumed fit runs the whole evaluation again: Lightning would skip
+the rest of it, and the epoch's evaluation metrics would be lost.
+
 Data parallel runs (``world_size > 1``) stop at the first step boundary where any rank has the
 signal, all ranks together: the ranks agree on it after every training step (one boolean
 all-reduce), save the checkpoint together and stop. Lightning's own path does not serve there:
@@ -63,12 +68,25 @@ class SaveOnSigterm(Callback):
     """Writes ``last.ckpt`` (in the ModelCheckpoint's folder, else ``<run dir>/checkpoints``) when a fit
     stops on SIGTERM; every checkpoint gets the module's running metric states (restored on load)."""
 
+    _before_evaluation: dict[str, Any] | None = None  # the running state when the fit's evaluation began
+    _signalled = False  # under world_size > 1: this rank received SIGTERM
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._before_evaluation = _running_state(pl_module)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._before_evaluation = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._before_evaluation = None  # the evaluation's metrics are in the epoch's row now
+
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        metrics = {
-            name: {"state": {k: copy.deepcopy(getattr(m, k)) for k in m._defaults}, "count": m._update_count}
-            for name, m in pl_module.named_modules() if isinstance(m, Metric)
-        }
-        running = {"metrics": metrics, "queued": copy.deepcopy(getattr(pl_module, "_queued", None))}
+        running = self._before_evaluation
+        if running is None:
+            running = _running_state(pl_module)
+        elif "loops" in checkpoint:  # written during the epoch's evaluation, or after it but before the epoch's end
+            _evaluate_again_on_resume(checkpoint["loops"])
         if trainer.world_size > 1:  # every rank's own partial sums (rank 0 writes the file): each takes its own back
             running = {"per_rank": apply_to_collection(running, Tensor, trainer.strategy.all_gather)}
         checkpoint["running_metrics"] = running
@@ -78,7 +96,7 @@ class SaveOnSigterm(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.world_size > 1:
-            _record_sigterm_without_broadcast(trainer)
+            _record_sigterm_without_broadcast(trainer, self)
         # After the module's on_fit_start, which resets its metrics (a module may be fitted again after a test).
         running, self._running = getattr(self, "_running", None), None
         if running is None or trainer.fit_loop.epoch_loop.batch_progress.current.completed == 0:
@@ -94,11 +112,11 @@ class SaveOnSigterm(Callback):
                 metric._update_count = saved["count"]
                 metric._computed = None
         if running["queued"] is not None and hasattr(pl_module, "_queued"):
-            pl_module._queued = running["queued"]
+            pl_module._queued = apply_to_collection(running["queued"], Tensor, lambda t: t.to(pl_module.device))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if trainer.world_size == 1 or not trainer.strategy.reduce_boolean_decision(trainer.received_sigterm, all=False):
+        if trainer.world_size == 1 or not trainer.strategy.reduce_boolean_decision(self._signalled, all=False):
             return
         message = self._save(trainer)
         if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
@@ -123,21 +141,45 @@ class SaveOnSigterm(Callback):
         return message
 
 
-def _record_sigterm_without_broadcast(trainer: L.Trainer) -> None:
+def _running_state(pl_module: L.LightningModule) -> dict[str, Any]:
+    """A copy of what ``pl_module`` has accumulated towards its epoch metrics: its torchmetrics states
+    and the steps it queued for them (``_queued``)."""
+    metrics = {
+        name: {"state": {k: copy.deepcopy(getattr(m, k)) for k in m._defaults}, "count": m._update_count}
+        for name, m in pl_module.named_modules() if isinstance(m, Metric)
+    }
+    return {"metrics": metrics, "queued": copy.deepcopy(getattr(pl_module, "_queued", None))}
+
+
+def _evaluate_again_on_resume(loops: dict[str, Any]) -> None:
+    """Mark the fit's evaluation in ``loops`` (a checkpoint's loop state) as cut short within its first
+    batch: a resumed fit then runs the whole evaluation again before the epoch ends, as Lightning does
+    for a checkpoint written within an evaluation batch (evaluation loaders start from their first
+    batch). Otherwise Lightning skips the rest of it, and the epoch's evaluation metrics are lost."""
+    progress = loops.get("fit_loop", {}).get("epoch_loop.val_loop.batch_progress")
+    if progress is None:
+        return
+    for counts in (progress["total"], progress["current"]):
+        counts.update(ready=1, started=1, processed=0, completed=0)
+    progress["is_last_batch"] = False
+
+
+def _record_sigterm_without_broadcast(trainer: L.Trainer, callback: SaveOnSigterm) -> None:
     """In the SIGTERM handler Lightning installed for this fit, replace its notifier (which broadcasts
-    from rank 0, see the module doc) by one that records the signal and forwards it to the launcher's
-    children; Lightning's other handlers and those it kept from before stay."""
+    from rank 0, see the module doc) by one that records the signal in ``callback`` and forwards it to
+    the launcher's children; Lightning's other handlers and those it kept from before stay. Lightning
+    never sees the signal, so no evaluation stops on one rank alone: the ranks stop together at the
+    end of a training step."""
     handler = signal.getsignal(signal.SIGTERM)
     handlers = getattr(handler, "signal_handlers", None)
     if not isinstance(handlers, list):
         return
-    connector = trainer._signal_connector
 
     def record(signum: int, frame: Any) -> None:
-        log.info("[rank %d] received SIGTERM: saving at the end of this step", trainer.global_rank)
-        if not connector.received_sigterm and trainer.strategy.launcher is not None:
+        log.info("[rank %d] received SIGTERM: saving at the end of this training step", trainer.global_rank)
+        if not callback._signalled and trainer.strategy.launcher is not None:
             trainer.strategy.launcher.kill(signum)
-        connector.received_sigterm = True
+        callback._signalled = True
 
     notifier = _SignalConnector._sigterm_notifier_fn
     handler.signal_handlers = [record if getattr(h, "__func__", None) is notifier else h for h in handlers]
