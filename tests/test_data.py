@@ -344,6 +344,52 @@ def test_a_cut_short_extraction_in_the_cache_is_redone(
     assert len(extractions) == 8
 
 
+def test_parallel_runs_extract_a_writable_data_dir_once_and_never_read_half_written_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four loaders start 0.3 s apart on fresh archives in a writable folder (a parallel sweep's first
+    runs; threads here, which take the file lock as processes do): the first extracts, the others wait
+    for it. Each extraction first writes half of its file and pauses, as a large one does. Without the
+    lock a later loader, finding files missing, extracted again over files an earlier one was reading:
+    on an H200, one of 14 runs started together read a half-written file."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(MNISTDataModule, "dataset_cls", _fake_mnist(tmp_path / "data"))
+    original = tv_utils.extract_archive
+
+    def slow(from_path, to_path=None, remove_finished=False):  # type: ignore[no-untyped-def]
+        target = Path(to_path or Path(from_path).parent) / Path(from_path).name.removesuffix(".gz")
+        with gzip.open(from_path, "rb") as f:
+            content = f.read()
+        target.write_bytes(content[: len(content) // 2])
+        time.sleep(0.2)
+        return original(from_path, to_path, remove_finished)
+
+    monkeypatch.setattr(tv_utils, "extract_archive", slow)
+    def load(i: int) -> str:
+        time.sleep(0.3 * i)
+        try:
+            splits = _load(MNISTDataModule, tmp_path / "data", tmp_path / "cache")
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return str(int(splits["train"][0].sum()) + int(splits["test"][0].sum()))
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(load, range(4)))
+    assert len(set(outcomes)) == 1 and outcomes[0].isdigit(), outcomes
+
+
+def test_a_cut_short_extraction_in_a_writable_data_dir_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(MNISTDataModule, "dataset_cls", _fake_mnist(tmp_path / "data"))
+    _load(MNISTDataModule, tmp_path / "data", tmp_path / "cache")
+    images = tmp_path / "data" / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:10])  # as if the run was killed while extracting
+    with pytest.raises(DataNotFoundError, match="cut short") as err:
+        _load(MNISTDataModule, tmp_path / "data", tmp_path / "cache")
+    assert "delete them, keeping the archives" in str(err.value) and str(images.parent) in str(err.value)
+
+
 def test_md5_is_still_checked_through_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_only: Callable[[Path], Path]
 ) -> None:

@@ -51,7 +51,9 @@ class TorchvisionDataModule(InMemoryImageDataModule):
     ``<cache_dir>/data/<name of data_dir>-<hash of its absolute path>/`` in ``data_dir``'s layout,
     and torchvision extracts there, md5 checks included; later runs load the extracted files. A
     cache that fails to load (e.g. an extraction that was killed) is rebuilt. Processes that share
-    a cache take turns through a lock file beside it.
+    a cache take turns through a lock file beside it, and so do processes extracting into a writable
+    ``data_dir`` (a lock file in the folder torchvision extracts into): parallel runs of a sweep
+    started on fresh archives once read each other's half-written files.
     """
 
     dataset_cls: type
@@ -87,8 +89,19 @@ class TorchvisionDataModule(InMemoryImageDataModule):
 
     def torchvision_dataset(self, train: bool) -> Any:
         """torchvision's dataset object for the train or test split (extracted into the cache if need be)."""
-        if writable(self.extract_dir(Path(self.data_dir))):
-            return self._load(Path(self.data_dir), train)
+        extract_dir = self.extract_dir(Path(self.data_dir))
+        if writable(extract_dir):
+            extract_dir.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(extract_dir / ".sparse_lab-extract.lock")):  # parallel runs extract once
+                try:
+                    return self._load(Path(self.data_dir), train)
+                except DataNotFoundError:
+                    raise
+                except Exception as exc:  # e.g. a truncated file torchvision extracted
+                    raise self._not_found(
+                        f"the extracted files under {extract_dir} fail to load ({type(exc).__name__}: {exc}); an "
+                        "extraction cut short leaves them so: delete them, keeping the archives, and run again"
+                    ) from exc
         try:  # a read-only folder that already holds the extracted files needs no cache
             return self.dataset_cls(self.data_dir, train=train, download=False)
         except RuntimeError:
