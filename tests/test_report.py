@@ -241,3 +241,27 @@ def test_best_test_accuracy_over_epochs_is_tabled_when_the_epochs_were_tested(tm
     fake_run(tmp_path / "untested", "0", ["method=snip", "seed=0"], 0.9)  # epochs without test/acc: no best
     _, rows = aggregate(find_runs(tmp_path / "untested"))
     assert rows[0]["test/acc n"] == 1 and rows[0]["best test/acc n"] == 0
+
+
+def test_epochs_without_an_evaluation_are_skipped_by_the_curves_and_the_best(tmp_path: Path) -> None:
+    """trainer.check_val_every_n_epoch=2 (or a run that stopped within an evaluation) leaves epoch rows
+    without test/acc: the report plots and takes the best over the rows that have it (it raised a
+    KeyError on such a sweep)."""
+    from sparse_lab.report.figures import training_curves
+
+    d = tmp_path / "0"
+    (d / ".hydra").mkdir(parents=True)
+    (d / ".hydra" / "overrides.yaml").write_text("- method=snip\n- seed=0\n")
+    epochs = [{"epoch": 0, "train/acc": 0.5}, {"epoch": 1, "train/acc": 0.6, "test/acc": 0.93},
+              {"epoch": 2, "train/acc": 0.7}, {"epoch": 3, "train/acc": 0.8, "test/acc": 0.91}]
+    (d / "metrics.json").write_text(json.dumps({"status": "completed", "epochs": epochs, "test": {"test/acc": 0.91}}))
+    runs = find_runs(tmp_path)
+    figure = training_curves(runs, ["method"])
+    (line,) = figure.axes[0].get_lines()
+    assert list(line.get_xdata()) == [2, 4] and list(line.get_ydata()) == [0.93, 0.91]
+    assert aggregate(runs)[1][0]["best test/acc mean"] == pytest.approx(0.93)
+    (d / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs": epochs[:3], "test": None}))
+    (d / ".hydra" / "overrides.yaml").write_text(f"- method=snip\n- seed=0\n- resume={d}\n")  # resumed: no new setting
+    assert swept_keys(find_runs(tmp_path)) == []
+    assert main([str(tmp_path)]) == 0  # an interrupted run: its last evaluated epoch in the per-run table
+    assert "| 0 | interrupted | 3 |  | 0.93 | 0.93 |" in (tmp_path / "report" / "report.md").read_text()

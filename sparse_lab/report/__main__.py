@@ -16,7 +16,8 @@ from pathlib import Path
 
 from sparse_lab.report.figures import make_figures, oneshot_levels
 from sparse_lab.report.reference import compare, load_reference
-from sparse_lab.report.runs import Run, find_runs, search_result
+from sparse_lab.report.runs import BEST, Run, find_runs, search_result
+from sparse_lab.run_record import epoch_rows
 from sparse_lab.report.table import DEFAULT_METRICS, as_number, aggregate
 
 
@@ -48,6 +49,21 @@ def markdown(keys: list[str], rows: list[dict], metrics: tuple[str, ...]) -> str
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     failed = [f"- {r['not_completed']}" for r in rows if r["not_completed"]]
     return "\n".join(lines + (["", "Runs not completed:", *failed] if failed else [])) + "\n"
+
+
+def runs_markdown(runs: list[Run], root: Path) -> str:
+    """One line per run that has epochs: its status, how far it trained, and its final and best test
+    accuracy (an interrupted or failed run's last evaluated epoch: the table above counts completed runs only)."""
+    lines = ["| run | status | epochs | step | test/acc (final, or last epoch) | best test/acc |", "|---|---|---|---|---|---|"]
+    for run in runs:
+        epochs = epoch_rows(run.metrics)
+        if not epochs:
+            continue
+        tested = [e for e in epochs if "test/acc" in e]
+        final = run.final("test/acc") if run.status == "completed" else (tested[-1]["test/acc"] if tested else None)
+        lines.append(f"| {run.path.relative_to(root).as_posix() or '.'} | {run.status} | {len(epochs)} | {epochs[-1].get('step', '')} "
+                     f"| {_fmt(final)} | {_fmt(run.final(BEST + 'test/acc'))} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
 def reference_markdown(keys: list[str], comparisons: list[dict]) -> str:
@@ -136,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             for r in state["rounds"] + ([{**state["control"], "round": "control"}] if "control" in state else []):
                 text += (f"| {r['round']} | {r['kept']} | {100 * r['sparsity']:.1f}% | {r['epochs']} | {r['test/acc']:.4f} "
                          f"| {r.get('reached')} |\n")
+    per_run = runs_markdown(runs, args.dir)
+    if per_run:
+        text += "\n## Runs\n\n" + per_run
     figures = make_figures(runs, keys, rows, out, target=args.target, reference=reference)
     text += "".join(f"\n![{name}]({name}.png)\n" for name in figures)
     (out / "report.md").write_text(f"# Report: {args.dir}\n\n{len(runs)} runs.\n\n{text}")

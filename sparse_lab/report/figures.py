@@ -28,10 +28,11 @@ def training_curves(runs: Sequence[Run], keys: Sequence[str]) -> Figure | None:
     drawn = 0
     for run in runs:
         epochs = run.metrics.get("epochs") or []
-        metric = next((m for m in ("test/acc", "val/acc", "train/acc") if epochs and m in epochs[0]), None)
+        metric = next((m for m in ("test/acc", "val/acc", "train/acc") if any(m in e for e in epochs)), None)
         if metric is None:
             continue
-        ax.plot([e["epoch"] + 1 for e in epochs], [e[metric] for e in epochs], marker=".", label=f"{_label(run, keys)} ({metric})")
+        points = [(e["epoch"] + 1, e[metric]) for e in epochs if metric in e]  # epochs without an evaluation skipped
+        ax.plot(*zip(*points), marker=".", label=f"{_label(run, keys)} ({metric})")
         drawn += 1
     if not drawn:
         plt.close(fig)

@@ -12,6 +12,7 @@ import yaml
 from sparse_lab import run_record
 
 BEST = "best "
+NOT_SETTINGS = ("resume",)  # overrides that continue a run rather than set up an experiment
 
 
 @dataclass
@@ -52,7 +53,8 @@ def _overrides(run_dir: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     items = yaml.safe_load(path.read_text()) or []
-    return dict(item.split("=", 1) for item in items if "=" in item and not item.startswith("hydra."))
+    pairs = (item.split("=", 1) for item in items if "=" in item and not item.startswith("hydra."))
+    return {k: v for k, v in pairs if k not in NOT_SETTINGS}
 
 
 def _choices(run_dir: Path) -> dict[str, str]:
