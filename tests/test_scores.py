@@ -192,13 +192,15 @@ def test_every_zoo_method_composes_under_the_one_budget(tmp_path: Path, experime
             assert (1 - protocol.prune_percent / 100) ** 4 == pytest.approx(1 - cfg.sparsity)
 
 
-def test_the_snip_paper_preset_decays_the_lr_tenfold_at_25k_50k_75k_of_100k_steps(tmp_path: Path) -> None:
+@pytest.mark.parametrize("preset, model", [("snip_lenet300_paper", "MLP"), ("snip_lenet5_paper", "LeNet5")])
+def test_the_snip_paper_presets_decay_the_lr_tenfold_at_25k_50k_75k_of_100k_steps(tmp_path: Path, preset: str, model: str) -> None:
     from hydra.utils import instantiate
 
     from sparse_lab.validation import validate
 
-    cfg = make_cfg(tmp_path, "experiment=snip_lenet300_paper", fast=False)
+    cfg = make_cfg(tmp_path, f"experiment={preset}", fast=False)
     validate(cfg)
+    assert cfg.model._target_.endswith(f".{model}") and not cfg.trainer.get("gradient_clip_val")
     assert cfg.method.module._target_.endswith("Classifier") and "pruner" in cfg.method.callbacks  # SNIP
     assert cfg.method.module.scheduler_interval == "step" and cfg.data.test_each_epoch
     assert cfg.epochs * 60000 // cfg.batch_size >= 100_000
