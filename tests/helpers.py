@@ -74,17 +74,19 @@ class SigtermAtStep(Callback):
 
 class SigtermInValidation(Callback):
     """Send this process SIGTERM at validation batch ``batch`` of epoch ``epoch`` (a preemption during
-    the evaluation after an epoch: Lightning stops after that batch)."""
+    the evaluation after an epoch); with ``rank``, only the process of that global rank."""
 
-    def __init__(self, epoch: int, batch: int) -> None:
+    def __init__(self, epoch: int, batch: int, rank: int | None = None) -> None:
         self.epoch = epoch
         self.batch = batch
+        self.rank = rank
 
     def on_validation_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         import os
         import signal
 
-        if trainer.current_epoch == self.epoch and batch_idx == self.batch and not trainer.sanity_checking:
+        if (trainer.current_epoch == self.epoch and batch_idx == self.batch and not trainer.sanity_checking
+                and self.rank in (None, trainer.global_rank)):
             os.kill(os.getpid(), signal.SIGTERM)
 
 

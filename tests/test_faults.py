@@ -247,6 +247,30 @@ def test_sigterm_under_ddp_spawn_saves_on_every_rank_and_resume_is_bit_identical
     assert_resume_ends_like_the_whole_run(tmp_path, cut, common)
 
 
+@pytest.mark.slow  # starts processes
+def test_sigterm_to_one_rank_in_the_evaluation_under_ddp_spawn_stops_both_after_the_next_step(tmp_path: Path) -> None:
+    """Under data parallel training Lightning does not see the signal (SaveOnSigterm records it), so
+    the evaluation under way finishes on both ranks: rank 1 signalled at test batch 1 after epoch 0
+    ends that evaluation and epoch 0 with the other rank, trains step 7 (epoch 1's first) and stops
+    there with it; the resume is bit-identical. The interrupted run's metrics.json keeps epoch 0's
+    row (ddp_spawn's main process wrote its own empty record over the workers' file), and the
+    resumed epoch 1 counts its first step (a checkpoint after an epoch's first step restored no
+    running metrics: the batch is not yet counted completed in on_train_batch_end)."""
+    from tests.test_ddp import DDP
+
+    common = [*DDP, "method=full", "epochs=3", "data.test_each_epoch=true", "data.eval_batch_size=32"]
+    train(make_cfg(tmp_path / "whole", *common))
+    cut = tmp_path / "cut"
+    signal = ["+callbacks.sig._target_=tests.helpers.SigtermInValidation", "+callbacks.sig.epoch=0",
+              "+callbacks.sig.batch=1", "+callbacks.sig.rank=1"]
+    with pytest.raises(BaseException) as stopped:  # 7 steps an epoch
+        train(make_cfg(cut, *common, *signal))
+    assert is_preemption(stopped.value), repr(stopped.value)
+    assert torch.load(cut / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8
+    assert "test/acc" in json.loads((cut / "metrics.json").read_text())["epochs"][0]
+    assert_resume_ends_like_the_whole_run(tmp_path, cut, common)
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path: Path) -> None:
     from benchmarks.kill_resume import main as kill_resume

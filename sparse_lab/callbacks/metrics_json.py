@@ -63,6 +63,7 @@ class MetricsJSONWriter(Callback):
         self._train_peak: dict[str, float] = {}
         self._pending: dict[str, Any] | None = None
         self._trainer: L.Trainer | None = None
+        self._trained_here = False  # an epoch started in this process (not so in ddp_spawn's main process)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
@@ -102,6 +103,7 @@ class MetricsJSONWriter(Callback):
         self.write()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._trained_here = True
         self._flush_epoch(trainer)
         if _cuda_in_use():
             torch.cuda.reset_peak_memory_stats()
@@ -156,6 +158,8 @@ class MetricsJSONWriter(Callback):
         self.write()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not self._trained_here:  # e.g. ddp_spawn's main process: the workers wrote the rows to the file
+            self._reload()
         self._flush_epoch(trainer)
         # SIGTERM (preemption) stops a run that resume= continues: not a failure of the run itself
         self.record[run_record.STATUS] = run_record.INTERRUPTED if is_preemption(exception) else run_record.FAILED

@@ -99,8 +99,10 @@ class SaveOnSigterm(Callback):
             _record_sigterm_without_broadcast(trainer, self)
         # After the module's on_fit_start, which resets its metrics (a module may be fitted again after a test).
         running, self._running = getattr(self, "_running", None), None
-        if running is None or trainer.fit_loop.epoch_loop.batch_progress.current.completed == 0:
-            return  # nothing accumulated: a fresh fit or a checkpoint from an epoch's end
+        # processed, not completed: a checkpoint written in on_train_batch_end (the data parallel path)
+        # precedes the batch's completion, and after the first batch of an epoch completed is still 0.
+        if running is None or trainer.fit_loop.epoch_loop.batch_progress.current.processed == 0:
+            return  # nothing accumulated: a fresh fit
         if "per_rank" in running:
             running = apply_to_collection(running["per_rank"], Tensor, lambda t: t[trainer.global_rank])
         modules = dict(pl_module.named_modules())
