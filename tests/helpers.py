@@ -3,10 +3,20 @@ and reading a run's results."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
+
+
+TIMING = {"train_time_s", "epoch_time_s", "peak_rss_mb", "peak_cuda_mb", "pruning/time_s"}  # wall clock and memory
+
+
+def epoch_rows(run: Path) -> list[dict]:
+    """A run's metrics.json epoch rows without the wall-clock and memory fields, which differ between
+    runs that compute the same."""
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in json.loads((run / "metrics.json").read_text())["epochs"]]
 
 
 def final_state(run_dir: Path) -> dict[str, Any]:

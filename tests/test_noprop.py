@@ -19,11 +19,10 @@ from sparse_lab.errors import ConfigError
 from sparse_lab.methods import NoPropDT, NoPropDTBackprop, NoPropShared
 from sparse_lab.models import CosineNoiseSchedule, LinearAlphaSchedule, NoPropDTModel, NoPropSharedModel
 from tests.conftest import make_cfg
-from tests.helpers import SimulatedCrash
+from tests.helpers import SimulatedCrash, epoch_rows
 
 DT = ["method=noprop_dt", "model=noprop_dt", "model.width=0.125", "model.steps=3", "lr=1e-2"]
 SHARED = ["method=noprop_shared", "model=noprop_shared", "model.steps=3"]
-TIMING = {"train_time_s", "epoch_time_s", "peak_rss_mb", "peak_cuda_mb"}
 
 
 # ---- schedules ----
@@ -320,15 +319,11 @@ def test_bad_noprop_configs_are_refused(tmp_path: Path, overrides: list[str], me
     assert not (tmp_path / "run").exists()
 
 
-def _rows(run: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in json.loads((run / "metrics.json").read_text())["epochs"]]
-
-
 def test_same_seed_same_run(tmp_path: Path) -> None:
     common = [*DT, "epochs=1", "model.dropout=0.2"]
     train(make_cfg(tmp_path / "a", *common))
     train(make_cfg(tmp_path / "b", *common))
-    assert _rows(tmp_path / "a") == _rows(tmp_path / "b")
+    assert epoch_rows(tmp_path / "a") == epoch_rows(tmp_path / "b")
 
 
 def test_resumed_noprop_run_equals_uninterrupted_run(tmp_path: Path) -> None:
@@ -343,7 +338,7 @@ def test_resumed_noprop_run_equals_uninterrupted_run(tmp_path: Path) -> None:
     whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     again = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert all(torch.equal(whole[k], again[k]) for k in whole)
-    assert _rows(resumed) == _rows(tmp_path / "whole")
+    assert epoch_rows(resumed) == epoch_rows(tmp_path / "whole")
 
 
 def test_presets_compose_for_both_twins(tmp_path: Path) -> None:

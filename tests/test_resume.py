@@ -11,15 +11,7 @@ import torch
 from sparse_lab.app import train
 from sparse_lab.errors import ConfigError
 from tests.conftest import make_cfg
-from tests.helpers import SimulatedCrash, final_state
-
-TIMING = {"train_time_s", "epoch_time_s", "peak_rss_mb", "peak_cuda_mb", "pruning/time_s"}
-
-
-def rows(run: Path) -> list[dict]:
-    record = json.loads((run / "metrics.json").read_text())
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in record["epochs"]]
-
+from tests.helpers import SimulatedCrash, epoch_rows, final_state
 
 @pytest.mark.parametrize("method", ["full", "rw_target", "rw_random rw_backward=rows"])
 def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, method: str) -> None:
@@ -37,7 +29,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, method: str) -> No
     whole, again = final_state(tmp_path / "whole"), final_state(resumed)
     assert whole.keys() == again.keys()
     assert all(torch.equal(whole[k], again[k]) for k in whole)  # bit-identical weights
-    assert rows(resumed) == rows(tmp_path / "whole")  # same per-epoch metrics, the first one carried over
+    assert epoch_rows(resumed) == epoch_rows(tmp_path / "whole")  # same per-epoch metrics, the first one carried over
     record = json.loads((resumed / "metrics.json").read_text())
     assert record["status"] == "completed"
 
@@ -79,8 +71,8 @@ def test_resumed_progressive_run_equals_uninterrupted_run(tmp_path: Path, crash_
     assert all(torch.equal(whole[k], again[k]) for k in whole)  # bit-identical weights
     whole_masks, again_masks = masks(tmp_path / "whole"), masks(resumed)
     assert all(torch.equal(whole_masks[k], again_masks[k]) for k in whole_masks)  # and masks
-    assert rows(resumed) == rows(tmp_path / "whole")  # per-epoch metrics, sparsity/* included
-    assert rows(resumed)[-1]["sparsity/global"] == pytest.approx(0.5, abs=1e-4)
+    assert epoch_rows(resumed) == epoch_rows(tmp_path / "whole")  # per-epoch metrics, sparsity/* included
+    assert epoch_rows(resumed)[-1]["sparsity/global"] == pytest.approx(0.5, abs=1e-4)
     # no weight pruned before the interruption came back after it
     assert all(not (again_mask & ~at_crash[k]).any() for k, again_mask in again_masks.items())
     ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
@@ -116,7 +108,7 @@ def test_a_checkpoint_of_the_old_prune_based_code_resumes_converted_or_is_refuse
     train(make_cfg(tmp_path / "resumed", *common, f"resume={old}"))
     whole, again = final_state(tmp_path / "whole"), final_state(tmp_path / "resumed")
     assert all(torch.equal(whole[k], again[k]) for k in whole)  # the same run as if never interrupted
-    assert rows(tmp_path / "resumed")[-1]["sparsity/global"] == pytest.approx(0.5, abs=1e-4)
+    assert epoch_rows(tmp_path / "resumed")[-1]["sparsity/global"] == pytest.approx(0.5, abs=1e-4)
 
     from sparse_lab.errors import SparseLabError
 

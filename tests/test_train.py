@@ -14,8 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from sparse_lab.app import train
 from sparse_lab.methods import NonFiniteLossError
 from tests.conftest import REPO, make_cfg
+from tests.helpers import epoch_rows
 
-TIMING_KEYS = {"train_time_s", "epoch_time_s", "peak_rss_mb", "peak_cuda_mb"}
 
 
 def metrics(out: Path) -> dict:
@@ -53,7 +53,7 @@ def test_same_seed_same_metrics_different_seed_different(tmp_path: Path) -> None
     runs = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         train(make_cfg(tmp_path / name, f"seed={seed}", "epochs=2"))
-        runs[name] = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in metrics(tmp_path / name)["epochs"]]
+        runs[name] = epoch_rows(tmp_path / name)
     assert runs["a"] == runs["b"]
     assert runs["a"] != runs["c"]
 

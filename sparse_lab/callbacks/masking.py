@@ -70,8 +70,12 @@ class MaskEnforcer(Callback):
         self.masks.set({**self.masks.state_dict(), **masks})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"masks": self.masks.state_dict() if self.masks is not None else None}
+        # The input shape too: a fit resumed after its epoch's last training step trains no batch
+        # before that epoch's end, where the effective sparsity needs it.
+        return {"masks": self.masks.state_dict() if self.masks is not None else None, "input_shape": self.input_shape}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("masks") is not None:
             self.masks.set(state_dict["masks"])
+        if state_dict.get("input_shape") is not None:
+            self.input_shape = tuple(state_dict["input_shape"])
