@@ -367,6 +367,7 @@ def test_parallel_runs_extract_a_writable_data_dir_once_and_never_read_half_writ
         return original(from_path, to_path, remove_finished)
 
     monkeypatch.setattr(tv_utils, "extract_archive", slow)
+
     def load(i: int) -> str:
         time.sleep(0.3 * i)
         try:

@@ -112,4 +112,4 @@ def test_a_gpu_trained_run_exports_and_loads_on_the_cpu(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("where", ["test batch 2", "last training step"])
 def test_sigterm_in_the_epoch_end_evaluation_on_the_gpu_resumes_bit_identically(tmp_path: Path, where: str) -> None:
-    check_sigterm_in_the_epoch_end_evaluation(tmp_path, where, *(o for o in GPU if not o.startswith("epochs=")))
+    check_sigterm_in_the_epoch_end_evaluation(tmp_path, where, *GPU)  # its own epochs=3 comes later and wins

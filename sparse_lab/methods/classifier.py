@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from sparse_lab.checks import is_int, is_number, one_of, require
 from sparse_lab.errors import SparseLabError
-from sparse_lab.methods.common import NonFiniteLossError, OptimizerFactory, SchedulerFactory, check_finite_loss, eval_stage
+from sparse_lab.methods.common import OptimizerFactory, SchedulerFactory, check_finite_loss, eval_stage
 from sparse_lab.sparsity.legacy import convert_pruned_state_dict
 
 STAGES = ("train", "val", "test")

@@ -17,8 +17,8 @@ from pathlib import Path
 from sparse_lab.report.figures import make_figures, oneshot_levels
 from sparse_lab.report.reference import compare, load_reference
 from sparse_lab.report.runs import BEST, Run, find_runs, search_result
-from sparse_lab.run_record import epoch_rows
 from sparse_lab.report.table import DEFAULT_METRICS, as_number, aggregate
+from sparse_lab.run_record import epoch_rows
 
 
 def _fmt(value: object) -> str:
