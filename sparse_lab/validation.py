@@ -400,10 +400,10 @@ def _gradient_options(cfg: DictConfig) -> list[str]:
 
 def _sparse_kernels(cfg: DictConfig) -> list[str]:
     """``sparse_kernels=true`` only for a method that trains under pruning masks a MaskEnforcer keeps
-    (its callbacks, or the lottery's rounds), not RigL, and not compiled."""
+    (its callbacks, or the lottery's rounds), and not compiled."""
     if cfg.get("sparse_kernels") is not True:
         return []
-    from sparse_lab.callbacks import DynamicSparsity, MaskEnforcer
+    from sparse_lab.callbacks import MaskEnforcer
     from sparse_lab.protocols import LotteryTicket
 
     callbacks = OmegaConf.select(cfg, "method.callbacks") or {}
@@ -413,11 +413,7 @@ def _sparse_kernels(cfg: DictConfig) -> list[str]:
     problems = []
     if not masked and not (isinstance(protocol, type) and issubclass(protocol, LotteryTicket)):
         problems.append("sparse_kernels=true needs a method that trains under pruning masks (snip, grasp, synflow, random, "
-                        "set, progressive, gmp, lottery, imp); this one has none: drop sparse_kernels=true")
-    for name in masked:
-        if issubclass(classes[name], DynamicSparsity) and OmegaConf.select(cfg, f"method.callbacks.{name}.growth") in ("gradient", None):
-            problems.append("sparse_kernels=true cannot be used with rigl: RigL grows where the dense gradient is largest, "
-                            "which the sparse kernels do not compute; drop sparse_kernels=true (or use method=set)")
+                        "set, rigl, progressive, gmp, lottery, imp); this one has none: drop sparse_kernels=true")
     if cfg.get("compile") is True:
         problems.append("sparse_kernels=true cannot be combined with compile=true: the compiled kernels run outside "
                         "torch.compile's graph; use one of them")

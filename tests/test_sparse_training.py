@@ -3,6 +3,7 @@ followed as they change, refused where it cannot serve."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -23,7 +24,8 @@ SMALL = ["model.hidden=[64,32]", "epochs=2", "+trainer.limit_train_batches=6", "
 
 @pytest.mark.parametrize("method", [["method=snip", "sparsity=0.97"], ["method=progressive", "sparsity=0.95",
                                      "method.callbacks.pruner.schedule._target_=sparse_lab.sparsity.LinearExactSchedule"],
-                                    ["method=set", "sparsity=0.95"]])
+                                    ["method=set", "sparsity=0.95"],
+                                    ["method=rigl", "sparsity=0.95", "method.callbacks.dynamic_sparsity.update_every=2"]])
 def test_sparse_kernels_train_the_same_net_as_the_dense_kernels(tmp_path: Path, method: list[str],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The flag changes how the products are computed, not what is trained: the final weights agree
@@ -73,10 +75,36 @@ def test_the_layers_follow_the_masks_as_they_shrink_and_move() -> None:
             params[name].grad = None
 
 
+def test_the_layers_give_dense_weight_gradients_while_the_maskset_keeps_them() -> None:
+    """RigL's growth steps: with ``keep_dense_grads`` the weight gradient is the dense layer's
+    (nonzero outside the mask), the output unchanged; without it, zero outside the mask again."""
+    torch.manual_seed(0)
+    model = MLP((1, 4, 4), 3, (20, 10))
+    masks = MaskSet(model)
+    masks.update({n: torch.rand(m.shape) < 0.3 for n, m in masks.masks.items()})
+    dense = copy.deepcopy(model)
+    kernels = MaskedLinearKernels(masks, dense_above=1.0)
+    x = torch.randn(8, 16)
+    for keep in (True, False):
+        masks.keep_dense_grads = keep
+        kernels.sync()
+        out, reference = model(x), dense(x)
+        assert torch.allclose(out, reference, atol=1e-5)
+        out.sum().backward()
+        reference.sum().backward()
+        for name, mask in masks.masks.items():
+            grad, expected = model.get_parameter(name).grad, dense.get_parameter(name).grad
+            if keep:
+                assert grad[~mask].abs().sum() > 0 and torch.allclose(grad, expected, atol=1e-5), name
+            else:
+                assert not grad[~mask].any() and torch.allclose(grad[mask], expected[mask], atol=1e-5), name
+        model.zero_grad(set_to_none=True)
+        dense.zero_grad(set_to_none=True)
+
+
 @pytest.mark.parametrize(("overrides", "expected"), [
     (["method=full"], "needs a method that trains under pruning masks"),
     (["method=rw_target"], "needs a method that trains under pruning masks"),
-    (["method=rigl", "sparsity=0.9"], "cannot be used with rigl"),
     (["method=snip", "sparsity=0.9", "compile=true"], "cannot be combined with compile=true"),
     (["method=snip", "sparse_kernels=yes"], "sparse_kernels='yes' is invalid"),
 ])
@@ -111,7 +139,8 @@ def count_sparse_products(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("method", [["method=snip", "sparsity=0.97"], ["method=set", "sparsity=0.95"]])
+@pytest.mark.parametrize("method", [["method=snip", "sparsity=0.97"], ["method=set", "sparsity=0.95"],
+                                    ["method=rigl", "sparsity=0.95", "method.callbacks.dynamic_sparsity.update_every=3"]])
 def test_a_run_on_the_sparse_kernels_resumes_bit_identical(tmp_path: Path, method: list[str]) -> None:
     from tests.helpers import SimulatedCrash
     from tests.test_method_contract import checkpoints, final_test

@@ -16,11 +16,11 @@ class SparseKernels(Callback):
     forward, input gradient and weight gradient on compiled sparse kernels over the masks (dense
     kernels above the measured crossover density; see :class:`~sparse_lab.sparsity.kernels.SparseLinear`),
     following every change of the masks before the next forward. Serves the masks of the Trainer's
-    :class:`MaskEnforcer` (pruning at initialization, progressive and gmp, SET, lottery rounds); a
+    :class:`MaskEnforcer` (pruning at initialization, progressive and gmp, SET, RigL, lottery rounds); a
     Trainer without one (a lottery's dense round) trains as it would without this. Convolutions stay
-    dense. Which methods may ask for it is checked by :mod:`sparse_lab.validation` (not RigL: it grows
-    where the dense gradient is largest, which these kernels do not compute). ``dense_above``: see
-    :class:`~sparse_lab.sparsity.kernels.SparseLinear`."""
+    dense. On the steps whose dense gradient the MaskSet keeps (RigL's growth steps, one in
+    ``update_every``), the layers run on the dense kernels. Which methods may ask for it is checked
+    by :mod:`sparse_lab.validation`. ``dense_above``: see :class:`~sparse_lab.sparsity.kernels.SparseLinear`."""
 
     def __init__(self, enabled: bool = False, dense_above: float | None = None) -> None:
         require(isinstance(enabled, bool), "sparse_kernels", enabled, "true or false")

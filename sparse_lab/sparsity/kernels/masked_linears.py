@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from sparse_lab.sparsity.kernels.sparse_linear import sparsify_linears
+from sparse_lab.sparsity.kernels.sparse_linear import SparseLinear, sparsify_linears
 from sparse_lab.sparsity.masks import MaskSet
 
 
@@ -18,7 +18,9 @@ class MaskedLinearKernels:
     Between a change of the masks and the next :meth:`sync`, a layer's mask may hold entries the
     MaskSet has pruned: harmless, as those weights are zero and the MaskSet masks their gradients.
     Growing masks need the sync before the next forward (a grown weight off the layer's mask would
-    get no gradient); call it there, e.g. from a forward pre-hook.
+    get no gradient); call it there, e.g. from a forward pre-hook. The sync also passes on the
+    MaskSet's ``keep_dense_grads``: while it is set, the layers compute dense weight gradients
+    (:attr:`SparseLinear.dense_weight_grad`), which the MaskSet keeps before masking them.
     """
 
     def __init__(self, masks: MaskSet, dense_above: float | None = None) -> None:
@@ -28,15 +30,19 @@ class MaskedLinearKernels:
         if not self.names:
             raise ValueError(f"no masked parameter of {type(masks.model).__name__} is the weight of an nn.Linear")
         self.synced_version = -1
+        self.layers: list[SparseLinear] = []
 
     def sync(self) -> bool:
         """Bring the layers to the MaskSet's current masks (swapping ``nn.Linear`` layers for
-        :class:`SparseLinear` the first time); whether anything changed."""
-        if self.masks.version == self.synced_version:
-            return False
-        sparsify_linears(self.masks.model, {n: self.masks.masks[n] for n in self.names}, self.dense_above)
-        self.synced_version = self.masks.version
-        return True
+        :class:`SparseLinear` the first time) and to its ``keep_dense_grads``; whether the masks changed."""
+        changed = self.masks.version != self.synced_version
+        if changed:
+            replaced = sparsify_linears(self.masks.model, {n: self.masks.masks[n] for n in self.names}, self.dense_above)
+            self.layers = list(replaced.values())
+            self.synced_version = self.masks.version
+        for layer in self.layers:
+            layer.dense_weight_grad = self.masks.keep_dense_grads
+        return changed
 
 
 def _linear_of(model: nn.Module, param_name: str) -> nn.Linear | None:

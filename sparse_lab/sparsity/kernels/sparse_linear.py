@@ -70,6 +70,10 @@ class SparseLinear(nn.Linear):
     the dense kernels at every batch size instead of the measured crossovers (1: always sparse on
     the CPU; -1: always dense). The CSR structure is built from the mask once;
     each call gathers the current weight values into it. Inputs are 2-D ``(batch, in_features)``.
+
+    ``dense_weight_grad``: while set, a forward that records gradients runs on torch's dense kernels
+    over the whole weight, so that its weight gradient is dense (RigL's growth step reads it); its
+    output is the same, as the weights outside the mask are zero.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class SparseLinear(nn.Linear):
         self.weight = weight if isinstance(weight, nn.Parameter) else nn.Parameter(weight.detach().clone())
         self.bias = bias if isinstance(bias, nn.Parameter) or bias is None else nn.Parameter(bias.detach().clone())
         self.dense_above = dense_above
+        self.dense_weight_grad = False
         self.register_buffer("mask", torch.empty(0, dtype=torch.bool), persistent=False)
         self.set_mask(mask)
         with torch.no_grad():
@@ -125,6 +130,8 @@ class SparseLinear(nn.Linear):
         return self.density <= limit and weight.is_cpu and weight.dtype in DTYPES and available()
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.dense_weight_grad and torch.is_grad_enabled() and self.weight.requires_grad:
+            return F.linear(x, self.weight, self.bias)
         if not self.uses_sparse_kernels(x.shape[0]) or x.dtype != self.weight.dtype:
             weight = self.weight * self.mask if torch.is_grad_enabled() and self.weight.requires_grad else self.weight
             return F.linear(x, weight, self.bias)
