@@ -8,12 +8,14 @@
    names one; ``progressive`` to exactly 95% at the second epoch) on real test images, and random
    weights with random 95% masks on random inputs.
 2. Training step time, random-walk backward (through sparse_lab, one epoch limited to a number of
-   batches, per-step time = epoch time / steps): ``full`` against ``rw_target paths=1000`` with
-   ``rw_backward`` dense, edges and rows, on the 784-256-128-10 MLP and the wide 784-2048-2048-10.
+   batches; a step's time is the mean from one batch's start to the next's from the 11th step on, and
+   the epoch's training time / steps, which includes what runs once, is saved beside it): ``full``
+   against ``rw_target paths=1000`` with ``rw_backward`` dense, edges and rows, on the 784-256-128-10
+   MLP and the wide 784-2048-2048-10.
 3. Training step time of LeNet-300-100 at 98% sparsity (a plain loop: forward, loss, backward, fused
    Adam): the masked dense model (weights times masks, as ``torch.nn.utils.prune`` runs) against
    :class:`SparseLinear` layers over the same masks; and through sparse_lab, ``method=snip`` at 95
-   and 98% with ``sparse_kernels`` false and true.
+   and 98% and ``method=rigl`` at 98% with ``sparse_kernels`` false and true.
 4. Crossover: a 300x784 layer's forward (batch 1, 32, 128) and forward+backward (batch 128), sparse
    kernels against dense, over densities, and the fused chain at batch 1 (scatter kernel, random inputs)
    against torch's dense module; the largest density where sparse is faster.
@@ -46,6 +48,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epoch_time import default_data, framework_config, run_framework  # noqa: E402
 from results_io import save_result  # noqa: E402
+from step_timer import steady_step_ms, timer_overrides  # noqa: E402
 
 from sparse_lab.app import train  # noqa: E402
 from sparse_lab.export import export_run, load_sparse_model, model_state  # noqa: E402
@@ -167,6 +170,18 @@ def inference(dense: MLP, sparse: nn.Module, inputs: torch.Tensor, rounds: int, 
     return out
 
 
+def timed_step_ms(data: str, out_dir: str, overrides: list[str], epoch_ms: list[float], quick: bool) -> float:
+    """One epoch of a sparse_lab run: its mean step time in ms from the 11th step on (without what
+    happens once: scoring at initialization, first calls of compiled kernels); appends the epoch's
+    training time / steps, which includes those, to ``epoch_ms``."""
+    cfg = framework_config(data, out_dir, [*QUIET, "+trainer.limit_test_batches=1", *overrides,
+                                           *timer_overrides(f"{out_dir}/step_times.json")])
+    epoch_s = run_framework(cfg)[0]
+    steps = json.loads((Path(cfg.output_dir) / "metrics.json").read_text())["epochs"][0]["step"]
+    epoch_ms.append(epoch_s / steps * 1e3)
+    return steady_step_ms(f"{out_dir}/step_times.json", skip=0 if quick else 10)
+
+
 def walk_steps(data: str, rounds: int, quick: bool, tmp: str) -> dict:
     """ms per training step through sparse_lab: full against rw_target paths=1000 (three backwards)."""
     out = {}
@@ -179,14 +194,13 @@ def walk_steps(data: str, rounds: int, quick: bool, tmp: str) -> dict:
         if quick:  # the smoke runs the new backwards only
             variants = {name: variants[name] for name in ("rw_edges", "rw_rows")}
         ms: dict[str, list[float]] = {name: [] for name in variants}
+        epoch_ms: dict[str, list[float]] = {name: [] for name in variants}
         for r in range(rounds):
             for name, overrides in variants.items():
-                cfg = framework_config(data, f"{tmp}/{label}_{name}_{r}", [*QUIET, f"model.hidden={hidden}",
-                                       f"+trainer.limit_train_batches={batches}", "+trainer.limit_test_batches=1", *overrides])
-                epoch_s = run_framework(cfg)[0]
-                steps = json.loads((Path(cfg.output_dir) / "metrics.json").read_text())["epochs"][0]["step"]
-                ms[name].append(epoch_s / steps * 1e3)
+                ms[name].append(timed_step_ms(data, f"{tmp}/{label}_{name}_{r}", [
+                    f"model.hidden={hidden}", f"+trainer.limit_train_batches={batches}", *overrides], epoch_ms[name], quick))
         t = {name: spread(v) for name, v in ms.items()}
+        t["epoch_time_per_step_ms"] = {name: spread(v) for name, v in epoch_ms.items()}
         if "full" in t:
             t.update({f"{name}_over_full": t[name]["median"] / t["full"]["median"] for name in variants})
         out[label] = t
@@ -233,24 +247,26 @@ def masked_training(inputs: torch.Tensor, labels: torch.Tensor, density: float, 
 
 def flagged_training(data: str, rounds: int, quick: bool, tmp: str) -> dict:
     """ms per training step through sparse_lab: LeNet-300-100 pruned at initialization (SNIP) to 95
-    and 98%, ``sparse_kernels`` false against true (one epoch cut to 150 batches of 128; per-step
-    time = epoch time / steps; the first step's scoring is inside both)."""
+    and 98%, and RigL at 98% (its masks move after step 100, whose dense gradient it reads),
+    ``sparse_kernels`` false against true (one epoch cut to 150 batches of 128; the mean step from
+    the 11th on, and the epoch time / steps, which includes the first step's scoring)."""
     out = {}
     batches = 3 if quick else 150
-    for sparsity in (0.95, 0.98):
+    for method, sparsity in (("snip", 0.95), ("snip", 0.98), ("rigl", 0.98)):
+        key = str(sparsity) if method == "snip" else f"{method}_{sparsity}"
         ms: dict[str, list[float]] = {"dense_kernels": [], "sparse_kernels": []}
+        epoch_ms: dict[str, list[float]] = {name: [] for name in ms}
         for r in range(rounds):
             for name, flag in (("dense_kernels", "false"), ("sparse_kernels", "true")):
-                cfg = framework_config(data, f"{tmp}/flag_{sparsity}_{name}_{r}", [
-                    *QUIET, "method=snip", f"sparsity={sparsity}", "model=lenet300", f"sparse_kernels={flag}",
-                    f"+trainer.limit_train_batches={batches}", "+trainer.limit_test_batches=1"])
-                epoch_s = run_framework(cfg)[0]
-                steps = json.loads((Path(cfg.output_dir) / "metrics.json").read_text())["epochs"][0]["step"]
-                ms[name].append(epoch_s / steps * 1e3)
+                ms[name].append(timed_step_ms(data, f"{tmp}/flag_{key}_{name}_{r}", [
+                    f"method={method}", f"sparsity={sparsity}", "model=lenet300", f"sparse_kernels={flag}",
+                    f"+trainer.limit_train_batches={batches}"], epoch_ms[name], quick))
         t = {name: spread(v) for name, v in ms.items()}
+        t["epoch_time_per_step_ms"] = {name: spread(v) for name, v in epoch_ms.items()}
         t["speedup"] = t["dense_kernels"]["median"] / t["sparse_kernels"]["median"]
-        out[str(sparsity)] = t
-        print(f"  snip sparsity={sparsity} through sparse_lab: dense kernels {t['dense_kernels']['median']:.2f} ms, "
+        t["speedup_epoch_time"] = t["epoch_time_per_step_ms"]["dense_kernels"]["median"] / t["epoch_time_per_step_ms"]["sparse_kernels"]["median"]
+        out[key] = t
+        print(f"  {method} sparsity={sparsity} through sparse_lab: dense kernels {t['dense_kernels']['median']:.2f} ms, "
               f"sparse_kernels=true {t['sparse_kernels']['median']:.2f} ms a step ({t['speedup']:.2f}x)", flush=True)
     return out
 
