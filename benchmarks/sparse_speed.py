@@ -11,7 +11,8 @@
    batches; a step's time is the mean from one batch's start to the next's from the 11th step on, and
    the epoch's training time / steps, which includes what runs once, is saved beside it): ``full``
    against ``rw_target paths=1000`` with ``rw_backward`` dense, edges and rows, on the 784-256-128-10
-   MLP and the wide 784-2048-2048-10.
+   MLP and the wide 784-2048-2048-10; with ``--walk-paths``, also ``rw_random`` on pixels in [0, 1]
+   (``experiment=rw_mnist_rows``) at those path counts on the first MLP.
 3. Training step time of LeNet-300-100 at 98% sparsity (a plain loop: forward, loss, backward, fused
    Adam): the masked dense model (weights times masks, as ``torch.nn.utils.prune`` runs) against
    :class:`SparseLinear` layers over the same masks; and through sparse_lab, ``method=snip`` at 95
@@ -25,7 +26,8 @@ The compiled kernels run on one thread; torch runs ``--threads`` threads (defaul
 up to 50 times slower). Every comparison interleaves its variants ``--rounds`` times; medians, min/max spread and ratios of
 medians are printed and saved as JSON. Usage::
 
-    python benchmarks/sparse_speed.py [--rounds 5] [--threads 1] [--data mnist|synthetic] [--run-dir RUN] [--quick] [--out FILE]
+    python benchmarks/sparse_speed.py [--rounds 5] [--threads 1] [--data mnist|synthetic] [--run-dir RUN] [--quick]
+        [--skip PART ...] [--walk-paths N ...] [--out FILE]
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -182,14 +184,21 @@ def timed_step_ms(data: str, out_dir: str, overrides: list[str], epoch_ms: list[
     return steady_step_ms(f"{out_dir}/step_times.json", skip=0 if quick else 10)
 
 
-def walk_steps(data: str, rounds: int, quick: bool, tmp: str) -> dict:
-    """ms per training step through sparse_lab: full against rw_target paths=1000 (three backwards)."""
+def walk_steps(data: str, rounds: int, quick: bool, tmp: str, paths: Sequence[int] = ()) -> dict:
+    """ms per training step through sparse_lab: full against rw_target paths=1000 with each of the
+    three backwards (``rw_<backward>``) and, on the 784-256-128-10 MLP, against the settings of
+    ``experiment=rw_mnist_rows`` (rw_random, pixels in [0, 1]) at the other ``paths``
+    (``rw_random_<backward>_paths<N>``)."""
     out = {}
     nets = (("mlp_256_128", "[256,128]", 150), ("wide_2048_2048", "[2048,2048]", 40))
     for label, hidden, batches in nets[:1] if quick else nets:
         batches = 3 if quick else batches
+        counts = [n for n in paths if n != 1000] if label == "mlp_256_128" else []
         variants = {"full": ["method=full"]} | {
             f"rw_{b}": ["method=rw_target", "paths=1000", f"rw_backward={b}"] for b in ("dense", "edges", "rows")
+        } | {
+            f"rw_random_{b}_paths{n}": ["method=rw_random", f"paths={n}", f"rw_backward={b}", "data.standardize=false"]
+            for n in counts for b in ("dense", "edges", "rows")
         }
         if quick:  # the smoke runs the new backwards only
             variants = {name: variants[name] for name in ("rw_edges", "rw_rows")}
@@ -324,6 +333,8 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["inference", "walk", "training", "crossover"])
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for the training, crossover and walk parts (inference runs 1 and 2)")
+    parser.add_argument("--walk-paths", type=int, nargs="*", default=[],
+                        help="more path counts for the walk steps on the 784-256-128-10 MLP, as experiment=rw_mnist_rows")
     parser.add_argument("--out", default="benchmarks/results/sparse_speed.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -352,7 +363,7 @@ def main() -> None:
         result["crossover"] = crossover(rounds, args.quick)
     if "walk" not in args.skip:
         print("random-walk training steps through sparse_lab:", flush=True)
-        result["walk_steps"] = walk_steps(data, 1 if args.quick else rounds, args.quick, tmp)
+        result["walk_steps"] = walk_steps(data, 1 if args.quick else rounds, args.quick, tmp, args.walk_paths)
     result.update({"torch": torch.__version__, "machine": platform.machine()})
     save_result(result, args.out, ("data", "pruned_run_sparsity"))
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from sparse_lab.app import train
-from sparse_lab.callbacks import UpdateStats
+from sparse_lab.callbacks import RandomWalkGradientMask, UpdateStats
 from sparse_lab.errors import ConfigError
 from sparse_lab.models import MLP, SmallCNN
 from sparse_lab.sparsity import (
@@ -304,6 +304,27 @@ def test_density_and_cumulative_updates_on_a_hand_computed_case() -> None:
     assert values["updates/changed"] == pytest.approx(2 / (23 * 2))
 
 
+def test_rows_x_fan_in_counts_each_visited_row_once_with_its_fan_in() -> None:
+    """Hand-computed: layers 4->3 and 3->2; step 1 visits rows {0, 2} and {1}: 2 x 4 + 1 x 3 = 11;
+    step 2 rows {1} (twice) and {0, 1}: 4 + 2 x 3 = 10. Per step 10.5, cumulative 21."""
+    module = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    module.device = torch.device("cpu")  # as a LightningModule's
+    mask = RandomWalkGradientMask(RandomWalkMask(paths=2, backend="torch"))
+    mask.on_fit_start(None, module)
+    mask.on_train_epoch_start(None, module)
+    logged = {}
+    module.log_dict = logged.update
+    for rows in (([0, 2], [1, 1]), ([1, 1], [0, 1])):
+        mask.edges = (torch.tensor(rows), torch.zeros(2, 2, dtype=torch.long))
+        mask.on_train_batch_end(None, module, None, None, 0)
+    mask.on_train_epoch_end(None, module)
+    assert logged == {"updates/rows_x_fan_in": 10.5, "updates/cumulative_rows_x_fan_in": 21.0}
+    mask.on_train_epoch_start(None, module)
+    mask.on_train_batch_end(None, module, None, None, 0)  # the last walk again: 10 more
+    mask.on_train_epoch_end(None, module)
+    assert logged == {"updates/rows_x_fan_in": 10.0, "updates/cumulative_rows_x_fan_in": 31.0}
+
+
 def metrics(out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
@@ -320,6 +341,14 @@ def test_rw_training_run_logs_density_bounded_by_the_paths(tmp_path: Path, backw
     assert row["updates/cumulative"] == pytest.approx(row["updates/density"] * n_params * 7)
     assert row["updates/changed"] > row["updates/density"]  # Adam moves parameters with zero gradient
     assert {"updates/density/model.net.1", "updates/density/model.net.5"} <= row.keys()
+    # the papers' count: 1 to 3 visited rows per layer, each with its fan-in
+    assert 784 + 32 + 16 <= row["updates/rows_x_fan_in"] <= 3 * (784 + 32 + 16)
+    assert row["updates/cumulative_rows_x_fan_in"] == pytest.approx(row["updates/rows_x_fan_in"] * 7)
+    nonzero_per_step = row["updates/density"] * n_params
+    if backward == "rows":  # whole rows: the nonzero weight gradients are at most those rows' (plus <= 9 biases)
+        assert nonzero_per_step <= row["updates/rows_x_fan_in"] + 9
+    else:
+        assert nonzero_per_step < row["updates/rows_x_fan_in"]
 
 
 def test_rw_runs_start_from_the_same_weights_as_full(tmp_path: Path) -> None:

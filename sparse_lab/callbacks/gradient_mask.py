@@ -37,6 +37,13 @@ class RandomWalkGradientMask(Callback):
     gradients on the visited rows: the gradients of ``"dense"``, without its weight-gradient GEMMs.
     The walk's generator is seeded with ``seed`` and saved in checkpoints.
 
+    Logs, per epoch, the updates counted as the random-walk papers count them, whatever the
+    backward: ``updates/rows_x_fan_in``, the weights in the rows the step's walk visited (each
+    visited row of a layer counts its fan-in), averaged over the epoch's steps, and
+    ``updates/cumulative_rows_x_fan_in``, its running sum over all steps so far (beside
+    :class:`UpdateStats`' nonzero-gradient counts, which are smaller under ``"dense"`` and
+    ``"edges"``: one weight per walked edge).
+
     Data parallel: every rank must apply the same mask, or the replicas drift apart. The walk is
     a function of the generator (same seed on every rank), the weights (kept identical by DDP),
     the gradients for ``bias="gradient"`` (read after DDP's all-reduce, in
@@ -60,6 +67,8 @@ class RandomWalkGradientMask(Callback):
         self._labels: Tensor | None = None
         self.edges: tuple[Tensor, Tensor] | None = None  # this step's (rows, cols), each (layers, paths)
         self._masks: list[tuple[Tensor, Tensor]] | None = None
+        self.cumulative_rows_x_fan_in = 0.0
+        self._restored_counts: dict[str, Any] | None = None  # the epoch so far, from a checkpoint written within it
 
     def check_model(self, model: torch.nn.Module) -> None:
         """Raise ConfigError now if ``model`` is not a chain of Linear layers (called before training)."""
@@ -77,6 +86,23 @@ class RandomWalkGradientMask(Callback):
         self.generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         if self._generator_state is not None:
             self.generator.set_state(self._generator_state)
+        device = self.params[0].device
+        widths = [lin.weight.shape[0] for lin in self.linears]
+        self._row_offsets = torch.tensor([0, *widths[:-1]], device=device).cumsum(0).view(-1, 1)
+        self._row_fan_in = torch.cat([torch.full((lin.weight.shape[0],), float(lin.weight.shape[1]), dtype=torch.float64)
+                                      for lin in self.linears]).to(device)
+        self._row_visited = torch.zeros(sum(widths), dtype=torch.float64, device=device)
+        self._start_counts(self._restored_counts)  # Lightning resuming within an epoch starts no epoch
+        self._restored_counts = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_counts()
+
+    def _start_counts(self, so_far: dict[str, Any] | None = None) -> None:
+        """Zero the epoch's row counts, or set them to ``so_far`` (a checkpoint's)."""
+        so_far = so_far or {}
+        self._rows_x_fan_in = so_far.get("rows_x_fan_in", torch.zeros((), dtype=torch.float64)).to(self._row_fan_in.device)
+        self._steps = so_far.get("steps", 0)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         labels = batch[1]
@@ -116,10 +142,31 @@ class RandomWalkGradientMask(Callback):
             self._draw()
             keep_edge_gradients(self.linears, *self.edges, backend=self.sampler.backend)  # = multiplying by self.masks
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.edges is None:
+            return
+        visited = self._row_visited.zero_()
+        visited[(self.edges[0] + self._row_offsets).reshape(-1)] = 1.0
+        self._rows_x_fan_in += torch.dot(visited, self._row_fan_in)
+        self._steps += 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._steps:
+            epoch = float(self._rows_x_fan_in)
+            self.cumulative_rows_x_fan_in += epoch
+            pl_module.log_dict({"updates/rows_x_fan_in": epoch / self._steps,
+                                "updates/cumulative_rows_x_fan_in": self.cumulative_rows_x_fan_in})
+
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state() if self.generator is not None else None}
+        state: dict[str, Any] = {"generator": self.generator.get_state() if self.generator is not None else None,
+                                 "cumulative_rows_x_fan_in": self.cumulative_rows_x_fan_in}
+        if hasattr(self, "_steps"):
+            state["epoch"] = {"rows_x_fan_in": self._rows_x_fan_in.cpu(), "steps": self._steps}
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.cumulative_rows_x_fan_in = state_dict.get("cumulative_rows_x_fan_in", 0.0)
+        self._restored_counts = state_dict.get("epoch")
         # Lightning restores callback state after setup(); keep it for a later setup() too.
         self._generator_state = state_dict.get("generator")
         if self.generator is not None and self._generator_state is not None:
