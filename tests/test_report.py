@@ -54,6 +54,20 @@ def test_groups_by_the_two_swept_keys_and_averages_over_seeds(sweep: Path) -> No
     ]
 
 
+def test_a_method_chosen_by_a_preset_groups_with_one_chosen_on_the_command_line(tmp_path: Path) -> None:
+    """experiment=rw_mnist_rows picks rw_random in its defaults (a config group choice, no override);
+    its full runs come from ``method=full``: the table tells them apart by method all the same."""
+    for name, overrides, method, acc in (("0", ["paths=10", "seed=0"], "rw_random", 0.9), ("1", ["paths=10", "seed=1"], "rw_random", 0.8),
+                                         ("full/0", ["method=full", "paths=10", "seed=0"], "full", 0.97)):
+        fake_run(tmp_path, name, ["experiment=rw_mnist_rows", *overrides], acc)
+        (tmp_path / name / ".hydra" / "hydra.yaml").write_text(
+            f"hydra:\n  runtime:\n    choices:\n      experiment: rw_mnist_rows\n      method: {method}\n      hydra/launcher: basic\n")
+    runs = find_runs(tmp_path)
+    assert swept_keys(runs) == ["method"]
+    _, rows = aggregate(runs)
+    assert {r["method"]: (r["test/acc n"], r["test/acc mean"]) for r in rows} == {"full": (1, 0.97), "rw_random": (2, pytest.approx(0.85))}
+
+
 def test_cli_writes_markdown_and_csv(sweep: Path, capsys: pytest.CaptureFixture) -> None:
     assert main([str(sweep)]) == 0
     md = (sweep / "report" / "report.md").read_text()

@@ -19,7 +19,7 @@ ACC = "test/acc"
 
 
 def _label(run: Run, keys: Sequence[str]) -> str:
-    return ", ".join(f"{k}={run.overrides.get(k, '')}" for k in keys) or run.path.name
+    return ", ".join(f"{k}={run.values.get(k, '')}" for k in keys) or run.path.name
 
 
 def training_curves(runs: Sequence[Run], keys: Sequence[str]) -> Figure | None:

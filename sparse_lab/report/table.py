@@ -15,10 +15,11 @@ SEED_KEYS = ("seed",)
 
 
 def swept_keys(runs: Sequence[Run]) -> list[str]:
-    """Override keys whose values differ between runs, seeds excluded, in a stable order."""
+    """Settings (config group choices and overrides: :attr:`Run.values`) whose values differ between
+    runs, seeds excluded, in a stable order (a preset's method and a ``method=`` override compare alike)."""
     keys: dict[str, set[str]] = defaultdict(set)
     for run in runs:
-        for k, v in run.overrides.items():
+        for k, v in run.values.items():
             keys[k].add(v)
     return [k for k in sorted(keys) if len(keys[k]) > 1 and k not in SEED_KEYS]
 
@@ -36,7 +37,7 @@ def aggregate(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS) -> 
     keys = swept_keys(runs)
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
-        groups[tuple(run.overrides.get(k, "") for k in keys)].append(run)
+        groups[tuple(run.values.get(k, "") for k in keys)].append(run)
     rows = []
     for setting in sorted(groups, key=lambda s: tuple((isinstance(as_number(v), str), as_number(v)) for v in s)):
         members = groups[setting]
