@@ -25,6 +25,7 @@ from torch import Tensor
 from sparse_lab.app import train
 from sparse_lab.callbacks import MaskEnforcer, RandomWalkGradientMask
 from sparse_lab.data.loader import EpochPermutation, TensorBatchLoader
+from sparse_lab.sparsity.kernels import SparseLinear
 from tests.conftest import REPO, make_cfg
 
 # Two ranks, small enough for a 2-core machine; noisy data so that test accuracy is not 1.
@@ -82,6 +83,7 @@ class DDPProbe(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.seen["weights"] = {k: digest(v) for k, v in pl_module.state_dict().items() if not k.startswith(("train_", "val_", "test_"))}
         self.seen["rank"], self.seen["world_size"] = trainer.global_rank, trainer.world_size
+        self.seen["sparse_layers"] = sum(isinstance(m, SparseLinear) for m in pl_module.modules())
         self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.save(self.seen, self.out_dir / f"rank{trainer.global_rank}.pt")
 
@@ -293,11 +295,16 @@ def test_progressive_pruning_masks_agree_on_every_rank(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # starts processes
-def test_dynamic_sparse_masks_agree_on_every_rank_after_updates(tmp_path: Path) -> None:
-    final, ranks = run_ddp(tmp_path, "method=rigl", "sparsity=0.8", "epochs=2", "method.callbacks.dynamic_sparsity.update_every=2")
+@pytest.mark.parametrize("kernels", ["false", "true"])
+def test_dynamic_sparse_masks_agree_on_every_rank_after_updates(tmp_path: Path, kernels: str) -> None:
+    """RigL, also on the sparse kernels (whose growth steps run on the dense kernels): the ranks
+    keep the same masks and weights."""
+    final, ranks = run_ddp(tmp_path, "method=rigl", "sparsity=0.8", "epochs=2", "method.callbacks.dynamic_sparsity.update_every=2",
+                           f"sparse_kernels={kernels}", "+callbacks.sparse_kernels.dense_above=1")
     assert ranks[0]["prune_masks"] == ranks[1]["prune_masks"] and len(ranks[0]["prune_masks"]) == 2
     assert ranks[0]["prune_masks"][0] != ranks[0]["prune_masks"][1]  # the masks moved between the epochs' ends
     assert ranks[0]["weights"] == ranks[1]["weights"] and 0 < final["test/acc"] <= 1
+    assert [r["sparse_layers"] for r in ranks] == ([3, 3] if kernels == "true" else [0, 0])
 
 
 @pytest.mark.slow
