@@ -241,6 +241,24 @@ def test_a_zoo_sweep_tables_method_by_sparsity_against_one_sided_references(tmp_
     assert (tmp_path / "report" / "accuracy_vs_sparsity.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_pruning_sweep_tables_nominal_and_effective_sparsity(tmp_path: Path) -> None:
+    """The mask callbacks' last-epoch sparsity/global and sparsity/effective, averaged over seeds."""
+    for seed, effective in enumerate((0.996, 0.998)):
+        for method, eff in (("grasp", effective), ("synflow", 0.99)):
+            name = f"{method}_{seed}"
+            fake_run(tmp_path, name, [f"method={method}", "sparsity=0.99", f"seed={seed}"], 0.9)
+            record = json.loads((tmp_path / name / "metrics.json").read_text())
+            record["epochs"][0].update({"sparsity/global": 0.99, "sparsity/effective": eff})
+            (tmp_path / name / "metrics.json").write_text(json.dumps(record))
+    _, rows = aggregate(find_runs(tmp_path))
+    by = {r["method"]: r for r in rows}
+    assert by["grasp"]["sparsity/effective mean"] == pytest.approx(0.997) and by["synflow"]["sparsity/effective mean"] == 0.99
+    assert by["grasp"]["sparsity/global mean"] == 0.99
+    main([str(tmp_path)])
+    header = (tmp_path / "report" / "report.md").read_text().split("\n| method")[1].split("\n")[0]
+    assert "sparsity/effective" in header and "sparsity/global" in header
+
+
 def test_best_test_accuracy_over_epochs_is_tabled_when_the_epochs_were_tested(tmp_path: Path) -> None:
     for seed, (accs, final) in enumerate([([0.90, 0.97, 0.95], 0.95), ([0.92, 0.93, 0.99], 0.99)]):
         d = tmp_path / str(seed)

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from sparse_lab.report.runs import Run
 
-DEFAULT_METRICS = ("test/acc", "best test/acc", "test/loss", "updates/density", "updates/cumulative", "updates/rows_x_fan_in",
-                   "updates/cumulative_rows_x_fan_in", "updates/changed")
+DEFAULT_METRICS = ("test/acc", "best test/acc", "test/loss", "sparsity/global", "sparsity/effective", "updates/density",
+                   "updates/cumulative", "updates/rows_x_fan_in", "updates/cumulative_rows_x_fan_in", "updates/changed")
 SEED_KEYS = ("seed",)
 
 
