@@ -81,8 +81,8 @@ def metric_vs(
         ax.errorbar(xs, ys, yerr=es, marker="s", color="k", linestyle="none", label=baseline)
     if log_x:
         ax.set_xscale("log")
-        xs = [x for points in series.values() for x, _, _ in points if x > 0]
-        if xs and max(xs) >= 10 * min(xs):  # a labelled decade in view: unlabelled minor ticks (their labels overlap)
+        positive = [x for points in series.values() for x, _, _ in points if x > 0]
+        if positive and max(positive) >= 10 * min(positive):  # a labelled decade in view: unlabelled minor ticks (their labels overlap)
             ax.xaxis.set_minor_formatter(NullFormatter())
     decorate(ax, x_key, y_key, f"{y_key} vs {x_key}", target)
     return fig
