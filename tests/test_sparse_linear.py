@@ -98,6 +98,40 @@ def test_fused_chain_equals_the_masked_dense_mlp(batch: int) -> None:
         assert torch.allclose(chain(x), mlp(x), atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("in_f", "batch", "dtype"),
+    [(48, 2, torch.float32), (48, 16, torch.float32), (48, 17, torch.float32), (50, 40, torch.float32),
+     (64, 130, torch.float32), (33, 5, torch.float64), (64, 32, torch.float64)],
+)
+def test_tiled_chain_equals_the_masked_mlp_on_partial_tiles_odd_widths_and_doubles(
+    in_f: int, batch: int, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tiled kernel (16 samples a tile, transposed in registers, only the inputs some weight
+    reads kept): full and short last tiles, input widths that are no multiple of 16, float64, an
+    unread input, an empty row, a layer without nonzeros in a row's reach, NaN where a weight reads it."""
+    torch.manual_seed(batch)
+    linears = [nn.Linear(in_f, 40), nn.Linear(40, 17), nn.Linear(17, 3)]
+    mlp = nn.Sequential(linears[0], nn.ReLU(), linears[1], nn.ReLU(), linears[2]).to(dtype)
+    with torch.no_grad():
+        for lin in linears:
+            lin.weight.mul_(torch.rand_like(lin.weight) < 0.15)
+        linears[0].weight[:, 5] = 0  # an input no weight reads: a NaN there must not reach the outputs
+        linears[1].weight[4] = 0  # an empty row: its bias alone
+    chain = SparseChain.from_linears(linears)
+    for layer in chain.layers:
+        layer.dense_above = 1.0
+    x = torch.randn(batch, in_f, dtype=dtype)
+    with torch.no_grad():
+        expected = mlp(x)
+        x[:, 5] = float("nan")
+        monkeypatch.setattr(SparseLinear, "forward", lambda *_: pytest.fail("layer by layer, not the fused call"))
+        kernels = chain._kernels
+        monkeypatch.setattr(kernels, "_chain_forward_scatter", lambda *_: pytest.fail("the scatter kernel, not the tiled one"))
+        got = chain(x)
+    assert got.dtype == dtype and got.shape == (batch, 3)
+    assert torch.allclose(got, expected, atol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
 def test_weights_changed_by_fused_adam_reach_forward_and_backward() -> None:
     weight, mask, bias = masked_case(20, 30, 0.1)
     layer = SparseLinear(weight, mask, bias, dense_above=1.0)

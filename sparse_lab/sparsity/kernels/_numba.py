@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from sparse_lab.sparsity.kernels._simd import LANES, csr_row_into, relu_inplace, transpose_into
+
 FAST = {"reassoc", "nsz", "contract"}
 
 
@@ -103,38 +105,51 @@ def _csr_dots(indptr: np.ndarray, indices: np.ndarray, left_t: np.ndarray, right
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
-def _chain_forward(x_t: np.ndarray, chain: tuple, out: np.ndarray) -> None:
-    """A chain of CSR Linear layers with ReLU between them, feature-major ``x_t`` (widths[0], batch)
-    to batch-major ``out`` (batch, widths[-1]), all layers in one call. ``chain``: ``(indptr,
-    indices, values, positions, biases, row_starts, nnz_starts, widths)`` (``positions``: where in
-    ``values`` each nonzero is): layer ``l``'s rows are
-    ``indptr[row_starts[l] + l:row_starts[l + 1] + l + 1]`` (offsets relative to ``nnz_starts[l]``),
-    its biases ``biases[row_starts[l]:row_starts[l + 1]]``."""
-    indptr, indices, values, positions, biases, row_starts, nnz_starts, widths = chain
+def _chain_forward_tiled(
+    x: np.ndarray, input_rows: np.ndarray, used_inputs: int, indptr: np.ndarray, indices: np.ndarray,
+    values: np.ndarray, biases: np.ndarray, widths: np.ndarray, out: np.ndarray,
+) -> None:
+    """A chain of CSR Linear layers with ReLU between them, batch-major ``x`` (batch, widths[0]) to
+    ``out`` (batch, widths[-1]), in tiles of ``LANES`` samples: each tile is transposed in
+    registers to feature-major, keeping only the ``used_inputs`` input features some weight reads
+    (feature ``j`` goes to row ``input_rows[j]``; the others to row ``used_inputs``, never read),
+    and each layer's rows are sums of weighted input rows held in registers (:func:`csr_row_into`).
+    ``input_rows`` covers ``widths[0]`` rounded up to a multiple of ``LANES``. Layer ``l``'s rows
+    are ``indptr[r + l:r + l + widths[l + 1] + 1]``, ``r`` the widths of the layers before it
+    without the input (offsets into ``indices`` and ``values``, absolute); the first layer's
+    ``indices`` are rows of the transposed tile, ``input_rows`` applied."""
+    batch, n_in = x.shape
     layers = widths.shape[0] - 1
-    batch = x_t.shape[1]
-    widest = 0
+    padded_in = (n_in + LANES - 1) // LANES * LANES
+    rows = used_inputs + 1
     for l in range(1, widths.shape[0]):
-        widest = max(widest, widths[l])
-    a = x_t
-    h = np.empty((widest, batch), x_t.dtype)
-    spare = np.empty((widest, batch), x_t.dtype)
-    for l in range(layers):
-        r0 = row_starts[l]
-        n0 = nnz_starts[l]
-        last = l == layers - 1
-        for i in range(widths[l + 1]):
-            acc = h[i]
-            acc[:] = biases[r0 + i]
-            _accumulate_row(acc, indices, values, positions, a, n0 + indptr[r0 + l + i], n0 + indptr[r0 + l + i + 1])
-            if not last:
-                for b in range(batch):
-                    acc[b] = max(acc[b], 0.0)
-        a = h  # not a slice: a slice would type ``a`` as non-contiguous and stop the batch loops vectorizing
-        h, spare = spare, h
-    for i in range(widths[layers]):
-        for b in range(batch):
-            out[b, i] = a[i, b]
+        rows = max(rows, widths[l])
+    a = np.empty((rows, LANES), x.dtype)  # every row read is written first
+    h = np.empty((rows, LANES), x.dtype)
+    pad = np.zeros((LANES, padded_in if batch % LANES or padded_in != n_in else 0), x.dtype)
+    for s0 in range(0, batch, LANES):
+        n = min(LANES, batch - s0)
+        if n == LANES and padded_in == n_in:
+            for j0 in range(0, n_in, LANES):
+                transpose_into(x, s0 * n_in + j0, n_in, a, input_rows, j0, LANES)
+        else:  # a last short tile or a width that is no multiple of LANES: through a padded copy
+            for t in range(n):
+                for j in range(n_in):
+                    pad[t, j] = x[s0 + t, j]
+            for j0 in range(0, padded_in, LANES):
+                transpose_into(pad, j0, padded_in, a, input_rows, j0, LANES)
+        r0 = 0
+        for l in range(layers):
+            if l > 0:
+                for i in range(widths[l]):
+                    relu_inplace(a, i * LANES)
+            for i in range(widths[l + 1]):
+                csr_row_into(indices, values, indptr[r0 + l + i], indptr[r0 + l + i + 1], a, LANES, h, i * LANES, biases[r0 + i])
+            a, h = h, a
+            r0 += widths[l + 1]
+        for i in range(widths[layers]):
+            for t in range(n):
+                out[s0 + t, i] = a[i, t]
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
@@ -142,7 +157,7 @@ def _chain_forward_scatter(
     x: np.ndarray, background: np.ndarray, colptr: np.ndarray, rowidx: np.ndarray, values: np.ndarray,
     biases: np.ndarray, widths: np.ndarray, out: np.ndarray,
 ) -> None:
-    """The chain of :func:`_chain_forward` one sample at a time, over CSC weights: batch-major ``x``
+    """The chain of :func:`_chain_forward_tiled` one sample at a time, over CSC weights: batch-major ``x``
     (batch, widths[0]) to ``out`` (batch, widths[-1]). Each nonzero input adds its weight column
     into the layer's output, so inputs equal to ``background`` (the first layer's, per feature:
     black pixels) and hidden units that ReLU zeroed cost nothing. ``biases``: the first layer's

@@ -13,11 +13,15 @@ from torch import Tensor, nn
 from sparse_lab.sparsity.kernels._load import compiled
 from sparse_lab.sparsity.kernels.sparse_linear import DENSE_ABOVE, SMALL_BATCH, SparseLinear
 
-# Batches below SMALL_BATCH take the per-sample scatter kernel (one weight column per nonzero input)
-# up to this overall density, where it still beat torch's dense module on inputs without zeros
-# (benchmarks/sparse_speed.py, "crossover", chain_b1; figures in docs/speed.md); larger batches
-# take the feature-major CSR kernel up to DENSE_ABOVE.
+# Batches below SMALL_BATCH run fused up to this overall density, where the per-sample scatter
+# kernel (one weight column per nonzero input) still beat torch's dense module at batch 1 on inputs
+# without zeros (benchmarks/sparse_speed.py, "crossover", chain_b1; figures in docs/speed.md);
+# larger batches up to DENSE_ABOVE.
 SCATTER_DENSE_ABOVE = 0.2
+# A single sample takes the scatter kernel (it skips background inputs, about 80% of an MNIST
+# image); from two samples on the tiled kernel is faster (a pruned MNIST LeNet-300-100 at 95%:
+# 14.7 against 17.9 us at batch 2, 11.7 against 14.8 us at batch 1; docs/speed.md).
+TILED_FROM = 2
 
 
 class SparseChain(nn.Module):
@@ -25,10 +29,10 @@ class SparseChain(nn.Module):
 
     Where no gradient is wanted and the chain's overall density is below the crossover for the
     batch's size, the whole chain runs in one compiled call over copies of the weights taken at
-    construction (call :meth:`refresh` after changing the weights): small batches one sample at a
-    time, each nonzero input adding its weight column (so zero inputs cost nothing), larger ones
-    over CSR rows with the batch feature-major; otherwise layer by layer, each layer choosing sparse
-    or dense kernels itself.
+    construction (call :meth:`refresh` after changing the weights): one sample as a scatter, each
+    nonzero input adding its weight column (so zero inputs cost nothing), larger batches in tiles
+    of 16 samples, transposed in registers, each output row a sum of weighted input rows held in
+    vector registers; otherwise layer by layer, each layer choosing sparse or dense kernels itself.
 
     ``input_background``: per input feature (flattened), the value most inputs take, e.g. the
     normalized value of a black pixel; the scatter kernel skips inputs equal to it (the first
@@ -64,17 +68,6 @@ class SparseChain(nn.Module):
         biases = [lay.bias.detach().cpu() if lay.bias is not None else torch.zeros(lay.out_features) for lay in layers]
         dtype = weights[0].dtype
         widths_t = torch.tensor(widths, dtype=torch.int64)
-        csr = (
-            torch.cat([lay.csr_indptr for lay in layers]),
-            torch.cat([lay.csr_indices for lay in layers]),
-            torch.cat([w[lay.csr_positions] for w, lay in zip(weights, layers)]),
-            torch.arange(int(nnz_starts[-1])),
-            torch.cat(biases).to(dtype),
-            torch.tensor([0, *torch.tensor(widths[1:]).cumsum(0).tolist()], dtype=torch.int64),
-            nnz_starts,
-            widths_t,
-        )
-        self._csr = tuple(t.numpy() for t in csr)
         first = layers[0]
         folded = biases[0].to(dtype) + (first.weight.detach().cpu() * first.mask.cpu()) @ self.input_background.cpu()
         csc = (
@@ -91,6 +84,8 @@ class SparseChain(nn.Module):
         self._widths = widths
         self._compiled_ok = all(lay.uses_sparse_kernels(1, limit=1.0) and lay.weight.dtype == dtype for lay in layers)
         self._kernels = compiled() if self._compiled_ok else None
+        if self._kernels is not None:
+            self._tiled = _tiled_arrays(layers, weights, biases, nnz_starts, widths, self._kernels.LANES)
 
     def _fused_pays(self, batch: int) -> bool:
         """Whether the chain as a whole is sparse enough for ``batch``: the crossover applies to its
@@ -115,11 +110,36 @@ class SparseChain(nn.Module):
         # numpy from here: each torch call costs microseconds, a batch of one takes about ten
         inputs = (x.detach() if x.requires_grad else x).numpy().reshape(batch, -1)
         out = np.empty((batch, self._widths[-1]), inputs.dtype)
-        if batch < SMALL_BATCH:
+        if batch < TILED_FROM:
             self._kernels._chain_forward_scatter(np.ascontiguousarray(inputs), self._background, *self._csc, out)
         else:
-            self._kernels._chain_forward(np.ascontiguousarray(inputs.T), self._csr, out)
+            self._kernels._chain_forward_tiled(np.ascontiguousarray(inputs), *self._tiled, out)
         return torch.from_numpy(out)
+
+
+def _tiled_arrays(layers: Sequence[SparseLinear], weights: Sequence[Tensor], biases: Sequence[Tensor], nnz_starts: Tensor,
+                  widths: Sequence[int], lanes: int) -> tuple:
+    """The arguments of ``_chain_forward_tiled`` after ``x``: the first layer's input features that
+    some weight reads numbered in order (the others to one spare row; ``lanes``: the kernel's tile
+    width, which the numbering's length is rounded up to), every layer's CSR rows with absolute
+    offsets, the first layer's column indices renumbered."""
+    first = layers[0]
+    read = torch.zeros(widths[0], dtype=torch.bool)
+    read[first.csr_indices.cpu()] = True
+    used = int(read.sum())
+    input_rows = torch.full(((widths[0] + lanes - 1) // lanes * lanes,), used, dtype=torch.int64)
+    input_rows[: widths[0]][read] = torch.arange(used)
+    indices = [input_rows[first.csr_indices.cpu()], *(lay.csr_indices.cpu() for lay in layers[1:])]
+    arrays = (
+        input_rows,
+        used,
+        torch.cat([lay.csr_indptr.cpu() + start for lay, start in zip(layers, nnz_starts.tolist())]),
+        torch.cat(indices).to(torch.int32),
+        torch.cat([w[lay.csr_positions.cpu()] for w, lay in zip(weights, layers)]),
+        torch.cat(biases).to(weights[0].dtype),
+        torch.tensor(widths, dtype=torch.int64),
+    )
+    return tuple(a.numpy() if isinstance(a, Tensor) else a for a in arrays)
 
 
 def _bias_copy(linear: nn.Linear) -> Tensor | None:
