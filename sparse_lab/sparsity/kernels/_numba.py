@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from sparse_lab.sparsity.kernels._simd import LANES, csr_row_into, relu_inplace, transpose_into
+from sparse_lab.sparsity.kernels._simd import LANES, csr_row_into, dot_vectors, relu_inplace, transpose_block, transpose_into
 
 FAST = {"reassoc", "nsz", "contract"}
 
@@ -39,52 +39,31 @@ def _edge_grads(delta_t: np.ndarray, inputs_t: np.ndarray, rows: np.ndarray, col
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
-def _accumulate_row(
-    acc: np.ndarray, indices: np.ndarray, weights: np.ndarray, positions: np.ndarray, dense_t: np.ndarray, k0: int, k1: int
-) -> None:
-    """``acc += sum_k weights[positions[k]] * dense_t[indices[k]]`` over the nonzeros ``k0:k1`` of one
-    CSR row (``weights``: a flat weight matrix, read where the mask is, so nothing is gathered first)."""
-    batch = acc.shape[0]
-    if batch == 1:  # a dot product: four independent sums keep the FMA pipeline full
-        s0 = s1 = s2 = s3 = 0.0
-        k = k0
-        while k + 3 < k1:
-            s0 += weights[positions[k]] * dense_t[indices[k], 0]
-            s1 += weights[positions[k + 1]] * dense_t[indices[k + 1], 0]
-            s2 += weights[positions[k + 2]] * dense_t[indices[k + 2], 0]
-            s3 += weights[positions[k + 3]] * dense_t[indices[k + 3], 0]
-            k += 4
-        while k < k1:
-            s0 += weights[positions[k]] * dense_t[indices[k], 0]
-            k += 1
-        acc[0] += (s0 + s1) + (s2 + s3)
-        return
-    k = k0
-    while k + 1 < k1:  # two nonzeros a pass: half the loads and stores of acc
-        w0 = weights[positions[k]]
-        w1 = weights[positions[k + 1]]
-        src0 = dense_t[indices[k]]
-        src1 = dense_t[indices[k + 1]]
-        for b in range(batch):
-            acc[b] += w0 * src0[b] + w1 * src1[b]
-        k += 2
-    if k < k1:
-        w0 = weights[positions[k]]
-        src0 = dense_t[indices[k]]
-        for b in range(batch):
-            acc[b] += w0 * src0[b]
-
-
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
 def _csr_matmul(
-    indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, positions: np.ndarray, dense_t: np.ndarray, out_t: np.ndarray
+    indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, positions: np.ndarray, dense_t: np.ndarray,
+    bias: np.ndarray, out_t: np.ndarray,
 ) -> None:
-    """``out_t = A @ dense_t`` for the CSR matrix ``A`` (rows, k) whose entry ``k`` is
-    ``weights[positions[k]]``; ``dense_t`` (k, batch)."""
+    """``out_t = A @ dense_t`` (plus ``bias[i]`` on row ``i`` where ``bias`` is not empty) for the CSR
+    matrix ``A`` (rows, k) whose entry ``k`` is ``weights[positions[k]]`` (a flat weight matrix read
+    where the mask is); ``dense_t`` (k, batch): each row's sums over tiles of ``LANES`` samples in
+    vector registers, the samples past the last full tile one at a time."""
+    batch = dense_t.shape[1]
+    full = batch // LANES * LANES
+    values = np.empty(positions.shape[0], weights.dtype)
+    for k in range(positions.shape[0]):
+        values[k] = weights[positions[k]]
+    with_bias = bias.shape[0] > 0
     for i in range(out_t.shape[0]):
-        acc = out_t[i]
-        acc[:] = 0.0
-        _accumulate_row(acc, indices, weights, positions, dense_t, indptr[i], indptr[i + 1])
+        init = bias[i] if with_bias else 0.0
+        k0 = indptr[i]
+        k1 = indptr[i + 1]
+        for b0 in range(0, full, LANES):
+            csr_row_into(indices, values, k0, k1, dense_t, b0, batch, out_t, i * batch + b0, init)
+        for b in range(full, batch):
+            s = init
+            for k in range(k0, k1):
+                s += values[k] * dense_t[indices[k], b]
+            out_t[i, b] = s
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
@@ -93,15 +72,32 @@ def _csr_dots(indptr: np.ndarray, indices: np.ndarray, left_t: np.ndarray, right
     ``left_t[i] . right_t[j]`` (feature-major operands): ``left @ right^T`` sampled on the pattern,
     a masked layer's weight gradient."""
     batch = left_t.shape[1]
+    vectors = batch // LANES
     for i in range(out.shape[0]):
-        g = left_t[i]
         for k in range(indptr[i], indptr[i + 1]):
             j = indices[k]
-            a = right_t[j]
-            s = 0.0
-            for b in range(batch):
-                s += g[b] * a[b]
+            s = dot_vectors(left_t, i * batch, right_t, j * batch, vectors)
+            for b in range(vectors * LANES, batch):
+                s += left_t[i, b] * right_t[j, b]
             out[i, j] = s
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
+def _transpose(src: np.ndarray, dst: np.ndarray) -> None:
+    """``dst = src.T`` for C-contiguous ``src`` (rows, cols) and ``dst`` (cols, rows): blocks of
+    ``LANES`` x ``LANES`` transposed in registers, the edges one element at a time."""
+    rows, cols = src.shape
+    full_rows = rows // LANES * LANES
+    full_cols = cols // LANES * LANES
+    for r0 in range(0, full_rows, LANES):
+        for c0 in range(0, full_cols, LANES):
+            transpose_block(src, r0 * cols + c0, cols, dst, c0 * rows + r0, rows)
+        for c in range(full_cols, cols):
+            for r in range(r0, r0 + LANES):
+                dst[c, r] = src[r, c]
+    for r in range(full_rows, rows):
+        for c in range(cols):
+            dst[c, r] = src[r, c]
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
@@ -144,7 +140,7 @@ def _chain_forward_tiled(
                 for i in range(widths[l]):
                     relu_inplace(a, i * LANES)
             for i in range(widths[l + 1]):
-                csr_row_into(indices, values, indptr[r0 + l + i], indptr[r0 + l + i + 1], a, LANES, h, i * LANES, biases[r0 + i])
+                csr_row_into(indices, values, indptr[r0 + l + i], indptr[r0 + l + i + 1], a, 0, LANES, h, i * LANES, biases[r0 + i])
             a, h = h, a
             r0 += widths[l + 1]
         for i in range(widths[layers]):

@@ -57,6 +57,43 @@ def _transpose_masks() -> list[tuple[int, list[int], list[int]]]:
     return stages
 
 
+def _transposed_block(context, builder, array_type, array, offset, stride) -> list:  # noqa: ANN001
+    """The 16 columns of the 16 x 16 block at ``offset`` (rows ``stride`` apart), as vectors."""
+    offset, stride = _as_i64(builder, offset), _as_i64(builder, stride)
+    vectors = []
+    for t in range(LANES):
+        row = builder.add(offset, builder.mul(stride, ir.Constant(_I64, t)))
+        vectors.append(builder.load(_vector_pointer(context, builder, array_type, array, row), align=1))
+    for bit, low, high in _transpose_masks():
+        shuffled = list(vectors)
+        for t in range(LANES):
+            if not t & bit:
+                a, b = vectors[t], vectors[t | bit]
+                shuffled[t] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, LANES), low))
+                shuffled[t | bit] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, LANES), high))
+        vectors = shuffled
+    return vectors
+
+
+@intrinsic
+def transpose_block(typingctx, src, src_offset, src_stride, dst, dst_offset, dst_stride):  # noqa: ANN001, ANN201
+    """``dst[dst_offset + j * dst_stride + t] = src[src_offset + t * src_stride + j]`` for
+    ``t, j < 16``: a 16 x 16 block transposed in registers."""
+    if src.dtype != dst.dtype:
+        return None
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        src_v, src_off, src_ld, dst_v, dst_off, dst_ld = args
+        columns = _transposed_block(context, builder, signature.args[0], src_v, src_off, src_ld)
+        dst_off, dst_ld = _as_i64(builder, dst_off), _as_i64(builder, dst_ld)
+        for j, column in enumerate(columns):
+            at = builder.add(dst_off, builder.mul(dst_ld, ir.Constant(_I64, j)))
+            builder.store(column, _vector_pointer(context, builder, signature.args[3], dst_v, at), align=1)
+        return context.get_dummy_value()
+
+    return types.void(src, src_offset, src_stride, dst, dst_offset, dst_stride), codegen
+
+
 @intrinsic
 def transpose_into(typingctx, src, src_offset, src_stride, dst, rows, rows_offset, dst_stride):  # noqa: ANN001, ANN201
     """``dst[rows[rows_offset + j] * dst_stride + t] = src[src_offset + t * src_stride + j]`` for
@@ -67,45 +104,35 @@ def transpose_into(typingctx, src, src_offset, src_stride, dst, rows, rows_offse
 
     def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
         src_v, src_off, src_ld, dst_v, rows_v, rows_off, dst_ld = args
-        src_ld, dst_ld, src_off, rows_off = (_as_i64(builder, v) for v in (src_ld, dst_ld, src_off, rows_off))
-        vectors = []
-        for t in range(LANES):
-            offset = builder.add(src_off, builder.mul(src_ld, ir.Constant(_I64, t)))
-            vectors.append(builder.load(_vector_pointer(context, builder, signature.args[0], src_v, offset), align=1))
-        for bit, low, high in _transpose_masks():
-            shuffled = list(vectors)
-            for t in range(LANES):
-                if not t & bit:
-                    a, b = vectors[t], vectors[t | bit]
-                    shuffled[t] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, LANES), low))
-                    shuffled[t | bit] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, LANES), high))
-            vectors = shuffled
+        columns = _transposed_block(context, builder, signature.args[0], src_v, src_off, src_ld)
+        rows_off, dst_ld = _as_i64(builder, rows_off), _as_i64(builder, dst_ld)
         row_data = context.make_array(signature.args[4])(context, builder, rows_v).data
-        for j in range(LANES):
+        for j, column in enumerate(columns):
             row = _as_i64(builder, builder.load(builder.gep(row_data, [builder.add(rows_off, ir.Constant(_I64, j))])))
             pointer = _vector_pointer(context, builder, signature.args[3], dst_v, builder.mul(row, dst_ld))
-            builder.store(vectors[j], pointer, align=1)
+            builder.store(column, pointer, align=1)
         return context.get_dummy_value()
 
     return types.void(src, src_offset, src_stride, dst, rows, rows_offset, dst_stride), codegen
 
 
 @intrinsic
-def csr_row_into(typingctx, indices, values, start, stop, src, src_stride, dst, dst_offset, init):  # noqa: ANN001, ANN201
-    """``dst[dst_offset:dst_offset + 16] = init + sum(values[k] * src[indices[k] * src_stride:][:16]
-    for k in range(start, stop))``: one CSR row against a tile of 16 samples, the sums held in
-    four vector registers (one would wait on the latency of every multiply-add)."""
+def csr_row_into(typingctx, indices, values, start, stop, src, src_offset, src_stride, dst, dst_offset, init):  # noqa: ANN001, ANN201
+    """``dst[dst_offset:dst_offset + 16] = init + sum(values[k] * src[src_offset + indices[k] *
+    src_stride:][:16] for k in range(start, stop))``: one CSR row against a tile of 16 samples, the
+    sums held in four vector registers (one would wait on the latency of every multiply-add)."""
     if src.dtype != dst.dtype or values.dtype != src.dtype:
         return None
 
     def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-        idx_v, val_v, start_v, stop_v, src_v, src_ld, dst_v, dst_off, init_v = args
-        start_v, stop_v, src_ld = (_as_i64(builder, v) for v in (start_v, stop_v, src_ld))
+        idx_v, val_v, start_v, stop_v, src_v, src_off, src_ld, dst_v, dst_off, init_v = args
+        start_v, stop_v, src_off, src_ld = (_as_i64(builder, v) for v in (start_v, stop_v, src_off, src_ld))
         vector = _vector_type(context, signature.args[4])
         fma = _llvm_function(builder, "fma", vector, 3)
         index_data = context.make_array(signature.args[0])(context, builder, idx_v).data
         value_data = context.make_array(signature.args[1])(context, builder, val_v).data
         sums = [cgutils.alloca_once(builder, vector) for _ in range(4)]
+        init_v = context.cast(builder, init_v, signature.args[9], signature.args[4].dtype)
         builder.store(_splat(builder, vector, init_v), sums[0])
         for s in sums[1:]:
             builder.store(ir.Constant(vector, None), s)
@@ -113,7 +140,8 @@ def csr_row_into(typingctx, indices, values, start, stop, src, src_stride, dst, 
         def add_term(k, total):  # noqa: ANN001, ANN202
             column = _as_i64(builder, builder.load(builder.gep(index_data, [k])))
             weight = _splat(builder, vector, builder.load(builder.gep(value_data, [k])))
-            row = builder.load(_vector_pointer(context, builder, signature.args[4], src_v, builder.mul(column, src_ld)), align=1)
+            at = builder.add(src_off, builder.mul(column, src_ld))
+            row = builder.load(_vector_pointer(context, builder, signature.args[4], src_v, at), align=1)
             builder.store(builder.call(fma, [weight, row, builder.load(total)]), total)
 
         count = builder.sub(stop_v, start_v)
@@ -127,10 +155,51 @@ def csr_row_into(typingctx, indices, values, start, stop, src, src_stride, dst, 
             add_term(builder.add(rest, loop.index), sums[0])
         loaded = [builder.load(s) for s in sums]
         result = builder.fadd(builder.fadd(loaded[0], loaded[1]), builder.fadd(loaded[2], loaded[3]))
-        builder.store(result, _vector_pointer(context, builder, signature.args[6], dst_v, dst_off), align=1)
+        builder.store(result, _vector_pointer(context, builder, signature.args[7], dst_v, dst_off), align=1)
         return context.get_dummy_value()
 
-    return types.void(indices, values, start, stop, src, src_stride, dst, dst_offset, init), codegen
+    return types.void(indices, values, start, stop, src, src_offset, src_stride, dst, dst_offset, init), codegen
+
+
+@intrinsic
+def dot_vectors(typingctx, a, a_offset, b, b_offset, count):  # noqa: ANN001, ANN201
+    """``sum(a[a_offset:a_offset + 16 * count] * b[b_offset:b_offset + 16 * count])``, in two vector
+    registers and one final sum across lanes."""
+    if a.dtype != b.dtype:
+        return None
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        a_v, a_off, b_v, b_off, count_v = args
+        a_off, b_off, count_v = (_as_i64(builder, v) for v in (a_off, b_off, count_v))
+        vector = _vector_type(context, signature.args[0])
+        fma = _llvm_function(builder, "fma", vector, 3)
+        sums = [cgutils.alloca_once(builder, vector) for _ in range(2)]
+        for total in sums:
+            builder.store(ir.Constant(vector, None), total)
+
+        def add_term(v, total):  # noqa: ANN001, ANN202
+            step = builder.mul(v, ir.Constant(_I64, LANES))
+            x = builder.load(_vector_pointer(context, builder, signature.args[0], a_v, builder.add(a_off, step)), align=1)
+            y = builder.load(_vector_pointer(context, builder, signature.args[2], b_v, builder.add(b_off, step)), align=1)
+            builder.store(builder.call(fma, [x, y, builder.load(total)]), total)
+
+        pairs = builder.sdiv(count_v, ir.Constant(_I64, 2))
+        with cgutils.for_range(builder, pairs) as loop:
+            first = builder.mul(loop.index, ir.Constant(_I64, 2))
+            add_term(first, sums[0])
+            add_term(builder.add(first, ir.Constant(_I64, 1)), sums[1])
+        with builder.if_then(builder.icmp_signed("!=", builder.mul(pairs, ir.Constant(_I64, 2)), count_v)):
+            add_term(builder.sub(count_v, ir.Constant(_I64, 1)), sums[0])
+        total = builder.fadd(builder.load(sums[0]), builder.load(sums[1]))
+        width = LANES
+        while width > 1:  # pairwise across lanes
+            width //= 2
+            upper = builder.shuffle_vector(total, ir.Constant(vector, ir.Undefined),
+                                           ir.Constant(ir.VectorType(_I32, LANES), [width + i if i < width else i for i in range(LANES)]))
+            total = builder.fadd(total, upper)
+        return builder.extract_element(total, ir.Constant(_I32, 0))
+
+    return a.dtype(a, a_offset, b, b_offset, count), codegen
 
 
 @intrinsic
