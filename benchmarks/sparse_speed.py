@@ -17,7 +17,7 @@
    Adam): the masked dense model (weights times masks, as ``torch.nn.utils.prune`` runs) against
    :class:`SparseLinear` layers over the same masks; and through sparse_lab, ``method=snip`` at 95
    and 98% and ``method=rigl`` at 98% with ``sparse_kernels`` false and true.
-4. Crossover: a 300x784 layer's forward (batch 1, 32, 128) and forward+backward (batch 128), sparse
+4. Crossover: a 300x784 layer's forward (batch 1, 8, 16, 32, 128) and forward+backward (batch 16, 32, 128), sparse
    kernels against dense, over densities, and the fused chain at batch 1 (scatter kernel, random inputs)
    against torch's dense module; the largest density where sparse is faster.
 
@@ -281,13 +281,14 @@ def flagged_training(data: str, rounds: int, quick: bool, tmp: str) -> dict:
 
 
 def crossover(rounds: int, quick: bool) -> dict:
-    """Sparse against dense kernels for a 300x784 layer over densities: forward at batch 1, 32 and 128,
-    forward+backward at 128; per case the largest density where sparse is faster."""
+    """Sparse against dense kernels for a 300x784 layer over densities: forward at batch 1, 8, 16, 32
+    and 128, forward+backward at 16, 32 and 128; per case the largest density where sparse is faster."""
     densities = (0.02, 0.3) if quick else (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
     weight = torch.randn(300, 784)
     out: dict = {}
-    for case, batch, backward in (("forward_b1", 1, False), ("forward_b32", 32, False), ("forward_b128", 128, False),
-                                  ("train_b128", 128, True)):
+    for case, batch, backward in (("forward_b1", 1, False), ("forward_b8", 8, False), ("forward_b16", 16, False),
+                                  ("forward_b32", 32, False), ("forward_b128", 128, False), ("train_b16", 16, True),
+                                  ("train_b32", 32, True), ("train_b128", 128, True)):
         x = torch.randn(batch, 784, requires_grad=backward)
         rows = {}
         for d in densities:
