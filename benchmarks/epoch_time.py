@@ -62,8 +62,8 @@ def run_plain(images: torch.Tensor, labels: torch.Tensor, mean: float, std: floa
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     for i in range(0, len(images), batch):
         idx = order[i : i + batch]
-        x = (images[idx].float() / 255 - mean) / std
-        loss = nn.functional.cross_entropy(model(x), labels[idx])
+        x = (torch.index_select(images, 0, idx).float() / 255 - mean) / std  # the gather sparse_lab's loader uses
+        loss = nn.functional.cross_entropy(model(x), torch.index_select(labels, 0, idx))
         opt.zero_grad()
         loss.backward()
         opt.step()
