@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from sparse_lab.sparsity.kernels import SparseChain, SparseLinear, sparsify_linears
-from sparse_lab.sparsity.kernels.sparse_linear import DENSE_ABOVE_SMALL_BATCH
+from sparse_lab.sparsity.kernels.sparse_linear import DENSE_ABOVE_SMALL_BATCH, transposed
 
 
 def masked_case(out_f: int, in_f: int, density: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -174,3 +174,28 @@ def test_fused_chain_skips_background_inputs_and_still_equals_the_masked_mlp(bat
         assert torch.allclose(chain(x.view(batch, 3, 4, 4)), expected, atol=1e-5)
     with pytest.raises(ValueError, match="47 values for 48 input features"):
         SparseChain.from_linears([mlp[1], mlp[3], mlp[5]], input_background=background[:47])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("rows", "cols"), [(1, 1), (16, 16), (17, 33), (128, 784), (5, 40), (40, 5)])
+def test_transposed_copies_exactly_in_blocks_and_edges(rows: int, cols: int, dtype: torch.dtype) -> None:
+    """The register-blocked transpose (16 x 16 blocks, the rest element by element) is an exact copy."""
+    x = torch.randn(rows, cols, dtype=dtype)
+    t = transposed(x)
+    assert t.is_contiguous() and t.dtype == dtype and torch.equal(t, x.t())
+    assert torch.equal(transposed(x[:, : max(1, cols // 2)]), x[:, : max(1, cols // 2)].t())  # a non-contiguous view
+
+
+@pytest.mark.parametrize("batch", [16, 33])
+def test_float64_layer_runs_the_tiled_kernels_and_equals_the_masked_dense_layer(batch: int) -> None:
+    weight, mask, bias = masked_case(24, 40, 0.2)
+    layer = SparseLinear(weight.double(), mask, bias.double(), dense_above=1.0)
+    assert layer.uses_sparse_kernels(batch)
+    x = torch.randn(batch, 40, dtype=torch.float64, requires_grad=True)
+    layer(x).square().sum().backward()
+    reference = x.detach().clone().requires_grad_()
+    w = (weight.double() * mask).requires_grad_()
+    b = bias.double().requires_grad_()
+    nn.functional.linear(reference, w, b).square().sum().backward()
+    assert torch.allclose(x.grad, reference.grad, atol=1e-10)
+    assert torch.allclose(layer.weight.grad, w.grad * mask, atol=1e-10) and torch.allclose(layer.bias.grad, b.grad, atol=1e-10)
