@@ -1,4 +1,4 @@
-"""Sparse kernels against dense ones, in one process: inference, training steps, crossover density.
+"""Sparse kernels against dense ones, in one process: inference, training steps, crossover density, convolutions.
 
 1. Inference latency of a pruned LeNet-300-100 (784-300-100-10, 95% of its Linear weights zero) at
    batch 1, 2, 4, 32, 128 and 1024, with 1 and 2 threads: torch's dense module and a fused dense
@@ -20,6 +20,10 @@
 4. Crossover: a 300x784 layer's forward (batch 1, 8, 16, 32, 128) and forward+backward (batch 16, 32, 128), sparse
    kernels against dense, over densities, and the fused chain at batch 1 (scatter kernel, random inputs)
    against torch's dense module; the largest density where sparse is faster.
+5. Convolutions: LeNet-5-Caffe's two convolutions at batch 128, torch's dense convolution against the
+   convolution lowered to a product (unfold, feature-major patches, the CSR kernel at 98 and 99%
+   sparsity, back to NCHW) and against the lowering's copies alone; the convolutions' share of the
+   dense model's forward and training step.
 
 The compiled kernels run on one thread; torch runs ``--threads`` threads (default 1: on this shared
 2-core machine, a second torch thread competing with other processes made torch's dense products
@@ -325,13 +329,72 @@ def crossover(rounds: int, quick: bool) -> dict:
     return out
 
 
+def convolutions(rounds: int, quick: bool) -> dict:
+    """Why convolutions stay dense: LeNet-5-Caffe's two convolutions at batch 128 (random weights and
+    inputs), torch's dense convolution against the same convolution lowered to a sparse product
+    (``F.unfold`` to patches, made feature-major, the CSR kernel of :class:`SparseLinear` at 98 and
+    99% sparsity, the result back to NCHW), with the lowering's copies alone beside them; and the
+    convolutions' share of the dense model's forward and training step."""
+    from sparse_lab.models import LeNet5
+    from sparse_lab.sparsity.kernels.sparse_linear import csr_matmul
+
+    torch.manual_seed(0)
+    model = LeNet5((1, 28, 28), 10)
+    convs = [m for m in model.net if isinstance(m, nn.Conv2d)]
+    x = torch.randn(128, 1, 28, 28)
+    with torch.no_grad():
+        layer_inputs = [x, F.max_pool2d(convs[0](x), 2)]
+    calls = 3 if quick else 50
+    out: dict = {}
+    for name, conv, a in zip(("conv1", "conv2"), convs, layer_inputs):
+        o, c, k, _ = conv.weight.shape
+        rows = {}
+        for density in (0.02, 0.01):
+            mask = torch.rand(o, c * k * k) < density
+            flat = SparseLinear(conv.weight.detach().reshape(o, -1).clone(), mask, dense_above=1.0)
+            weight = (flat.weight.detach() * mask).reshape_as(conv.weight)
+            bias = conv.bias.detach()
+            side = a.shape[-1] - k + 1
+
+            def patches() -> torch.Tensor:  # (c*k*k, batch * positions), feature-major
+                return F.unfold(a, k).transpose(0, 1).reshape(c * k * k, -1)
+
+            def lowered() -> torch.Tensor:
+                y_t = csr_matmul(flat.csr_indptr, flat.csr_indices, flat.weight, flat.csr_positions, patches().contiguous(), o, bias)
+                return y_t.view(o, a.shape[0], side, side).permute(1, 0, 2, 3).contiguous()
+
+            with torch.no_grad():
+                assert torch.allclose(lowered(), F.conv2d(a, weight, bias), atol=1e-4)
+                t = interleaved({"dense_conv": lambda: F.conv2d(a, weight, bias), "lowering_copies": lambda: patches().contiguous(),
+                                 "lowered_sparse": lowered}, rounds, calls)
+            rows[str(density)] = {v: t[v]["median"] * 1e6 for v in ("dense_conv", "lowering_copies", "lowered_sparse")}
+            rows[str(density)]["speedup"] = ratio(t, "dense_conv", "lowered_sparse")
+        out[name] = rows
+        print(f"  {name} {tuple(conv.weight.shape)} on {tuple(a.shape)}: " + "; ".join(
+            f"density {d}: dense {r['dense_conv']:.0f} us, the lowering's copies alone {r['lowering_copies']:.0f} us, "
+            f"lowered sparse {r['lowered_sparse']:.0f} us ({r['speedup']:.2f}x)" for d, r in rows.items()), flush=True)
+    features = model.net[:4]
+
+    def train(module: nn.Module) -> Callable[[], None]:
+        return lambda: module(x).sum().backward()
+
+    with torch.no_grad():
+        t = interleaved({"model": lambda: model(x), "convolutions": lambda: features(x)}, rounds, calls)
+    t_train = interleaved({"model": train(model), "convolutions": train(features)}, rounds, calls)
+    out["share_forward"] = t["convolutions"]["median"] / t["model"]["median"]
+    out["share_training"] = t_train["convolutions"]["median"] / t_train["model"]["median"]
+    print(f"  convolutions and pools: {out['share_forward']:.0%} of the dense model's forward, "
+          f"{out['share_training']:.0%} of its forward and backward (batch 128)", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--data", choices=["mnist", "synthetic"], default=None, help="default: mnist if present")
     parser.add_argument("--run-dir", default=None, help="a pruned LeNet-300-100 run (default: train one here)")
     parser.add_argument("--quick", action="store_true", help="a smoke test: few calls, a few training batches")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["inference", "walk", "training", "crossover"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["inference", "walk", "training", "crossover", "convolutions"])
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for the training, crossover and walk parts (inference runs 1 and 2)")
     parser.add_argument("--walk-paths", type=int, nargs="*", default=[],
@@ -362,6 +425,9 @@ def main() -> None:
     if "crossover" not in args.skip:
         print("crossover, 300x784 layer:", flush=True)
         result["crossover"] = crossover(rounds, args.quick)
+    if "convolutions" not in args.skip:
+        print("convolutions, LeNet-5-Caffe, batch 128:", flush=True)
+        result["convolutions"] = convolutions(rounds, args.quick)
     if "walk" not in args.skip:
         print("random-walk training steps through sparse_lab:", flush=True)
         result["walk_steps"] = walk_steps(data, 1 if args.quick else rounds, args.quick, tmp, args.walk_paths)
