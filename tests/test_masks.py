@@ -315,3 +315,21 @@ def test_masks_follow_a_model_moved_after_they_were_made() -> None:
     masks.refresh()
     assert all(m.device.type == "meta" for m in masks.masks.values())
     assert all(f.device.type == "meta" for f in masks._mask_factors(masks.params))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_count_nonzero_counts_as_torch_does_on_both_paths(dtype: torch.dtype) -> None:
+    """Large CPU float tensors go to the numba count, small, strided and integer ones to torch's:
+    every path counts -0.0 as zero and NaN and inf as nonzero, exactly as torch does."""
+    from sparse_lab.sparsity.masks import COMPILED_COUNT_FROM, count_nonzero
+
+    gen = torch.Generator().manual_seed(0)
+    big = torch.randn(300, 100, generator=gen, dtype=dtype) * (torch.rand(300, 100, generator=gen) < 0.03)
+    assert big.numel() >= COMPILED_COUNT_FROM
+    big.view(-1)[:4] = torch.tensor([-0.0, float("nan"), float("inf"), float("-inf")], dtype=dtype)
+    small = torch.tensor([0.0, -0.0, 1.0, float("nan")], dtype=dtype)
+    tensors = [big, small, big.t(), big[:, ::2], torch.tensor([0, 3, 0, -1]), torch.zeros(0, dtype=dtype)]
+    expected = torch.stack([t.count_nonzero() for t in tensors])
+    counts = count_nonzero(tensors)
+    assert counts.dtype == torch.int64 and counts.tolist() == expected.tolist()
+    assert counts[0] == int((big != 0).sum()) and counts[1] == 2

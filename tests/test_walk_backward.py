@@ -77,6 +77,27 @@ def test_edge_gradients_of_a_layer_without_bias_and_with_repeated_edges() -> Non
         assert int((grad_w != 0).sum()) == 3
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_edge_gradients_across_partial_tiles_and_strided_operands(dtype: torch.dtype) -> None:
+    """The compiled kernel transposes both operands in blocks of 16 in registers: a batch of 37 (two
+    blocks and 5 samples) and widths that are no multiple of 16, given as strided views, must give
+    the dense product at every edge and the batch sums at every visited row."""
+    gen = torch.Generator().manual_seed(3)
+    go = torch.randn(21, 37, generator=gen, dtype=dtype).t()  # (37, 21), not contiguous
+    x = torch.randn(37, 70, generator=gen, dtype=dtype)[:, ::2]  # (37, 35), not contiguous
+    rows = torch.randint(0, 21, (200,), generator=gen)
+    cols = torch.randint(0, 35, (200,), generator=gen)
+    full, sums = go.t() @ x, go.sum(0)
+    mask = torch.zeros_like(full, dtype=torch.bool)
+    mask[rows, cols] = True
+    for backend in ("auto", "torch"):
+        grad_w, grad_b = edge_gradients(go, x, rows, cols, backend=backend)
+        assert grad_w.dtype == dtype and torch.equal(grad_w != 0, mask & (full != 0))
+        assert torch.allclose(grad_w, full * mask, atol=1e-5)
+        assert torch.allclose(grad_b[rows], sums[rows], atol=1e-5)
+        assert int((grad_b != 0).sum()) == len(set(rows.tolist()))
+
+
 def test_row_sparse_backward_with_a_row_mask_takes_either_path_to_the_same_gradients() -> None:
     _, sparse = twins(2)
     x, y = torch.randn(16, 1, 5, 5), torch.randint(0, 10, (16,))

@@ -146,7 +146,7 @@ class RandomWalkGradientMask(Callback):
         if self.edges is None:
             return
         visited = self._row_visited.zero_()
-        visited[(self.edges[0] + self._row_offsets).reshape(-1)] = 1.0
+        visited.index_fill_(0, (self.edges[0] + self._row_offsets).reshape(-1), 1.0)
         self._rows_x_fan_in += torch.dot(visited, self._row_fan_in)
         self._steps += 1
 

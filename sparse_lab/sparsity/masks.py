@@ -36,10 +36,28 @@ def mask_gradients(params: Sequence[Tensor], masks: Sequence[Tensor]) -> None:
     torch._foreach_mul_(grads, list(masks))
 
 
+# From this many entries on, a CPU float tensor is counted by the numba kernel (torch's
+# count_nonzero took 106 us for a 256 x 784 float32 gradient on one thread here, the kernel 26 us);
+# below it the call into numba costs more than it saves.
+COMPILED_COUNT_FROM = 4096
+
+
 def count_nonzero(tensors: Sequence[Tensor]) -> Tensor:
-    """Nonzero entries per tensor, shape ``(len(tensors),)``, without leaving the device."""
+    """Nonzero entries per tensor, shape ``(len(tensors),)``, int64, without leaving the device."""
+    if tensors and all(t.device.type == "cpu" for t in tensors):
+        return torch.tensor([_count_on_cpu(t) for t in tensors], dtype=torch.int64)
     # count_nonzero per tensor beats torch._foreach_norm(ord=0), which has no fast kernel.
     return torch.stack([t.count_nonzero() for t in tensors])
+
+
+def _count_on_cpu(tensor: Tensor) -> int:
+    from sparse_lab.sparsity.kernels._load import DTYPES, import_or_none  # the kernels package imports this module
+
+    if tensor.numel() >= COMPILED_COUNT_FROM and tensor.dtype in DTYPES and tensor.is_contiguous():
+        kernels = import_or_none("sparse_lab.sparsity.kernels._numba")
+        if kernels is not None:
+            return int(kernels._count_nonzero(tensor.detach().view(-1).numpy()))
+    return int(tensor.count_nonzero())
 
 
 def mask_optimizer_state(optimizer: torch.optim.Optimizer, params: Sequence[Tensor], masks: Sequence[Tensor]) -> None:

@@ -17,25 +17,41 @@ FAST = {"reassoc", "nsz", "contract"}
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
-def _edge_grads(delta_t: np.ndarray, inputs_t: np.ndarray, rows: np.ndarray, cols: np.ndarray, grad: np.ndarray, bias_grad: np.ndarray) -> None:
-    """Into zeroed ``grad`` (out, in): ``delta_t[r] . inputs_t[c]`` at each edge ``(rows[p], cols[p])``;
-    into zeroed ``bias_grad`` (out, or empty: no bias): the visited rows' batch sums of ``delta_t``.
-    Feature-major operands (features, batch): each dot product runs over contiguous memory.
-    Duplicate edges write the same value twice."""
-    batch = delta_t.shape[1]
+def _edge_grads(grad_out: np.ndarray, inputs: np.ndarray, rows: np.ndarray, cols: np.ndarray, grad: np.ndarray, bias_grad: np.ndarray) -> None:
+    """Into zeroed ``grad`` (out, in): ``grad_out[:, r] . inputs[:, c]`` at each edge ``(rows[p], cols[p])``;
+    into zeroed ``bias_grad`` (out, or empty: no bias): the visited rows' batch sums of ``grad_out``.
+    Batch-major operands ``(batch, features)``, C-contiguous: both are transposed in registers to
+    feature-major first, so that each dot product runs over contiguous memory (a torch transpose
+    copy costs several times more). Duplicate edges write the same value twice."""
+    batch = grad_out.shape[0]
+    delta_t = np.empty((grad_out.shape[1], batch), grad_out.dtype)
+    inputs_t = np.empty((inputs.shape[1], batch), inputs.dtype)
+    _transpose(grad_out, delta_t)
+    _transpose(inputs, inputs_t)
+    vectors = batch // LANES
     with_bias = bias_grad.shape[0] > 0
     for p in range(rows.shape[0]):
-        d = delta_t[rows[p]]
-        a = inputs_t[cols[p]]
-        s = 0.0
-        for b in range(batch):
-            s += d[b] * a[b]
-        grad[rows[p], cols[p]] = s
+        r = rows[p]
+        c = cols[p]
+        s = dot_vectors(delta_t, r * batch, inputs_t, c * batch, vectors)
+        for b in range(vectors * LANES, batch):
+            s += delta_t[r, b] * inputs_t[c, b]
+        grad[r, c] = s
         if with_bias:
             t = 0.0
             for b in range(batch):
-                t += d[b]
-            bias_grad[rows[p]] = t
+                t += delta_t[r, b]
+            bias_grad[r] = t
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _count_nonzero(flat: np.ndarray) -> int:
+    """Entries of ``flat`` that are not zero (-0.0 is zero, NaN is not), as ``torch.count_nonzero``
+    counts them, at about four times its speed on a float32 gradient here."""
+    n = 0
+    for i in range(flat.shape[0]):
+        n += flat[i] != 0
+    return n
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)

@@ -22,9 +22,8 @@ def edge_gradients(
     grad_b = torch.zeros(out_features, dtype=grad_out.dtype, device=grad_out.device) if with_bias else None
     if backend != "torch" and on_cpu([grad_out, inputs]):
         bias = grad_b.numpy() if grad_b is not None else grad_w.new_empty(0).numpy()
-        delta_t = grad_out.t().contiguous().numpy()
-        inputs_t = inputs.t().contiguous().numpy()
-        compiled()._edge_grads(delta_t, inputs_t, rows.numpy(), cols.numpy(), grad_w.numpy(), bias)
+        compiled()._edge_grads(grad_out.contiguous().numpy(), inputs.contiguous().numpy(), rows.numpy(), cols.numpy(),
+                               grad_w.numpy(), bias)
         return grad_w, grad_b
     grad_w[rows, cols] = (grad_out[:, rows] * inputs[:, cols]).sum(0)
     if grad_b is not None:
