@@ -20,9 +20,9 @@ def _input_grad(go: Tensor, weight: Tensor, cols: Tensor | None) -> Tensor:
     """``go @ weight``, computed only in the columns ``cols`` (the rest zero) when they are few."""
     if cols is None or cols.numel() >= GATHER_BELOW * weight.shape[1]:
         return go @ weight
-    grad_x = go.new_zeros(go.shape[0], weight.shape[1])
-    grad_x[:, cols] = go @ weight[:, cols]
-    return grad_x
+    # index_select / index_copy_: advanced indexing of a 2048 x 2048 weight's columns took 7.1 ms
+    # here, index_select 1.2 ms
+    return go.new_zeros(go.shape[0], weight.shape[1]).index_copy_(1, cols, go @ weight.index_select(1, cols))
 
 
 class _WalkSparseLinearFn(torch.autograd.Function):
@@ -49,14 +49,12 @@ class _WalkSparseLinearFn(torch.autograd.Function):
             go = grad_out * layer.row_mask
             grad_x = _input_grad(go, weight, layer.input_rows) if need_x else None
             return grad_x, go.t() @ x, go.sum(0) if ctx.has_bias else None, None
-        go = grad_out[:, rows]  # (B, r): only visited output units send a signal back
-        grad_x = _input_grad(go, weight[rows], layer.input_rows) if need_x else None
-        grad_w = torch.zeros_like(weight)
-        grad_w[rows] = go.t() @ x
+        go = grad_out.index_select(1, rows)  # (B, r): only visited output units send a signal back
+        grad_x = _input_grad(go, weight.index_select(0, rows), layer.input_rows) if need_x else None
+        grad_w = torch.zeros_like(weight).index_copy_(0, rows, go.t() @ x)
         grad_b = None
         if ctx.has_bias:
-            grad_b = torch.zeros(weight.shape[0], dtype=grad_out.dtype, device=grad_out.device)
-            grad_b[rows] = go.sum(0)
+            grad_b = torch.zeros(weight.shape[0], dtype=grad_out.dtype, device=grad_out.device).index_copy_(0, rows, go.sum(0))
         return grad_x, grad_w, grad_b, None
 
 
