@@ -86,6 +86,19 @@ def test_normalize_maps_pixels_exactly() -> None:
     assert out[1].item() == pytest.approx((1 - 0.1307) / 0.3081, abs=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_batch_conversion_leaves_the_loaded_images_untouched(dtype: torch.dtype) -> None:
+    """The conversion normalizes its own float copy in place; float images (no copy) are left as
+    they are, so a second pass over the same batch gives the same inputs."""
+    dm = MNISTDataModule(data_dir="unused")
+    images = torch.randint(0, 256, (4, 1, 28, 28), generator=torch.Generator().manual_seed(0)).to(dtype)
+    before = images.clone()
+    first = dm.on_after_batch_transfer((images, torch.zeros(4, dtype=torch.long)), 0)[0]
+    second = dm.on_after_batch_transfer((images, torch.zeros(4, dtype=torch.long)), 0)[0]
+    assert torch.equal(images, before) and torch.equal(first, second)
+    assert torch.allclose(first, dm.normalize(images.float()), atol=1e-6) and first.dtype == torch.float32
+
+
 def test_standardize_false_only_scales_pixels_to_the_unit_interval() -> None:
     dm = MNISTDataModule(data_dir="unused", standardize=False)  # torchvision's ToTensor, no Normalize
     x = torch.tensor([0.0, 51.0, 255.0]).view(3, 1, 1, 1)

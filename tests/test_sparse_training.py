@@ -157,3 +157,44 @@ def test_a_run_on_the_sparse_kernels_resumes_bit_identical(tmp_path: Path, metho
         a, b = whole[name]["state_dict"], again[name]["state_dict"]
         assert [k for k in a if not torch.equal(a[k], b[k])] == [], name
     assert final_test(tmp_path / "resumed") == final_test(tmp_path / "whole")
+
+
+def test_the_maskset_skips_masking_the_gradients_that_the_sparse_layers_left_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a sync, the MaskSet's pre-step masking leaves the sparse layers' weight gradients alone
+    (they are zero outside the mask already) and the step keeps the pruned weights zero; once the
+    masks change and until the next sync, or while the dense gradients are kept, it masks them all."""
+    torch.manual_seed(0)
+    model = MLP((1, 4, 4), 3, (20, 10))
+    masks = MaskSet(model)
+    masks.update({n: torch.rand(m.shape) < 0.3 for n, m in masks.masks.items()})
+    kernels = MaskedLinearKernels(masks, dense_above=1.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    masks.attach([optimizer])
+    multiplied: list[int] = []
+    original = torch._foreach_mul_
+    monkeypatch.setattr(torch, "_foreach_mul_", lambda tensors, others: (multiplied.append(len(tensors)), original(tensors, others))[1])
+    x = torch.randn(8, 16)
+
+    def step(sync: bool) -> None:
+        multiplied.clear()
+        if sync:
+            kernels.sync()
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        optimizer.step()
+        for name, mask in masks.masks.items():
+            assert not model.get_parameter(name).grad[~mask].any() and not model.get_parameter(name)[~mask].any(), name
+
+    step(sync=True)
+    assert multiplied == []  # every masked parameter is a sparse layer's weight: nothing to multiply
+    new = {n: m & (torch.rand(m.shape) < 0.9) for n, m in masks.masks.items()}
+    masks.update(new)  # the layers still run on the old masks, which hold entries pruned now
+    step(sync=False)
+    assert multiplied == [3]
+    masks.keep_dense_grads = True
+    step(sync=True)
+    assert multiplied == [3] and masks.dense_grads is not None
+    assert any(g[~masks.masks[n]].any() for n, g in masks.dense_grads.items())  # the dense gradient, kept before masking
+    masks.keep_dense_grads = False
+    step(sync=True)
+    assert multiplied == []

@@ -129,22 +129,25 @@ class InMemoryImageDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch
         x = images.float()
+        owned = x is not images  # a fresh copy, normalized in place (the dataset's own tensor is not)
         if self.resize is not None and x.shape[-1] != self.resize:
             x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
+            owned = True
         if self.augment is not None and self.trainer is not None and self.trainer.training:
             x = self.augment(x)
-        return self.normalize(x), labels
+        return self.normalize(x, in_place=owned), labels
 
     # ---- helpers ----
-    def normalize(self, x: Tensor) -> Tensor:
-        """Map float pixels in [0, 255] to ``(x / 255 - mean) / std`` per channel (``x / 255`` if not ``standardize``)."""
+    def normalize(self, x: Tensor, in_place: bool = False) -> Tensor:
+        """Map float pixels in [0, 255] to ``(x / 255 - mean) / std`` per channel (``x / 255`` if not
+        ``standardize``); ``in_place``: overwrite ``x`` instead of allocating the result."""
         if self._norm is None or self._norm[0].device != x.device:
             mean, std = (self.mean, self.std) if self.standardize else ((0.0,) * len(self.mean), (1.0,) * len(self.std))
             mean = torch.tensor(mean, device=x.device).view(1, -1, 1, 1) * 255.0
             inv_std = 1.0 / (torch.tensor(std, device=x.device).view(1, -1, 1, 1) * 255.0)
             self._norm = (mean, inv_std)
         mean, inv_std = self._norm
-        return (x - mean).mul_(inv_std)
+        return (x.sub_(mean) if in_place else x - mean).mul_(inv_std)
 
     def _on_device(self, name: str) -> tuple[Tensor, Tensor]:
         if not self.splits:

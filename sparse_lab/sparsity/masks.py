@@ -170,6 +170,7 @@ class MaskSet:
         self.dense_grads: dict[str, Tensor] | None = None
         self.version = 0  # counts changes of the masks (set, update), for whoever caches something built from them
         self._masked_before_step = False  # set by mask_gradients_early(): the dense gradient is already kept
+        self._arrive_masked: tuple[frozenset[str], int] = (frozenset(), -1)  # names, and the masks' version they hold for
         self._optimizers: list[torch.optim.Optimizer] = []
         self._handles: list[RemovableHandle] = []
         if masks is not None:
@@ -324,16 +325,32 @@ class MaskSet:
         self._before_step(None, (), {})
         self._masked_before_step = True
 
+    def gradients_arrive_masked(self, names: Iterable[str]) -> None:
+        """Declare that the backward of the parameters ``names`` leaves their gradients zero outside
+        the current masks (the sparse kernels' layers compute them only there), so that the masking
+        before each step skips them, until the masks next change; while ``keep_dense_grads`` is set
+        every gradient is masked. Only for parameters whose layer is their only use in the loss."""
+        self._arrive_masked = (frozenset(names), self.version)
+
     @torch.no_grad()
     def _before_step(self, optimizer: torch.optim.Optimizer | None, args: Any, kwargs: Any) -> None:
         early, self._masked_before_step = self._masked_before_step, False
+        masked, version = self._arrive_masked
+        if version != self.version or self.keep_dense_grads:
+            masked = frozenset()
+        if masked.issuperset(self.names):
+            return  # every gradient arrived masked
         params = self.params
         grads = [params[n].grad for n in self.names]
         if any(g is None for g in grads):
             return  # a parameter this step does not train
+        factors = self._mask_factors(params)
         if self.keep_dense_grads and not early:
             self.dense_grads = {n: g.clone() for n, g in zip(self.names, grads)}
-        torch._foreach_mul_(grads, self._mask_factors(params))
+        if masked:
+            todo = [i for i, n in enumerate(self.names) if n not in masked]
+            grads, factors = [grads[i] for i in todo], [factors[i] for i in todo]
+        torch._foreach_mul_(grads, factors)
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.apply()

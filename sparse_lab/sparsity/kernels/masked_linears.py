@@ -20,7 +20,9 @@ class MaskedLinearKernels:
     Growing masks need the sync before the next forward (a grown weight off the layer's mask would
     get no gradient); call it there, e.g. from a forward pre-hook. The sync also passes on the
     MaskSet's ``keep_dense_grads``: while it is set, the layers compute dense weight gradients
-    (:attr:`SparseLinear.dense_weight_grad`), which the MaskSet keeps before masking them.
+    (:attr:`SparseLinear.dense_weight_grad`), which the MaskSet keeps before masking them; while it
+    is not, the MaskSet is told that the layers' weight gradients arrive masked
+    (:meth:`MaskSet.gradients_arrive_masked`) and does not multiply them by the masks again.
     """
 
     def __init__(self, masks: MaskSet, dense_above: float | None = None) -> None:
@@ -42,6 +44,8 @@ class MaskedLinearKernels:
             self.synced_version = self.masks.version
         for layer in self.layers:
             layer.dense_weight_grad = self.masks.keep_dense_grads
+        # the layers' weight gradients are zero outside their masks, which are the MaskSet's now
+        self.masks.gradients_arrive_masked(() if self.masks.keep_dense_grads else self.names)
         return changed
 
 
