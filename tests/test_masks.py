@@ -333,3 +333,22 @@ def test_count_nonzero_counts_as_torch_does_on_both_paths(dtype: torch.dtype) ->
     counts = count_nonzero(tensors)
     assert counts.dtype == torch.int64 and counts.tolist() == expected.tolist()
     assert counts[0] == int((big != 0).sum()) and counts[1] == 2
+
+
+def test_count_changed_counts_differing_entries_on_both_paths() -> None:
+    """The numba pass (large float tensors) and ``ne`` (small, strided, integer) agree with a plain
+    comparison: NaN differs from itself, -0.0 equals 0.0."""
+    from sparse_lab.sparsity import count_changed
+
+    gen = torch.Generator().manual_seed(1)
+    before = torch.randn(200, 50, generator=gen)
+    now = before.clone()
+    now.view(-1)[torch.randperm(now.numel(), generator=gen)[:321]] += 1.0
+    before.view(-1)[:3] = torch.tensor([0.0, float("nan"), float("inf")])
+    now.view(-1)[:3] = torch.tensor([-0.0, float("nan"), float("inf")])
+    small_before, small_now = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.5, 3.0])
+    pairs = [(now, before), (small_now, small_before), (now.t(), before.t()), (torch.tensor([1, 2]), torch.tensor([1, 3]))]
+    expected = sum(int((a != b).sum()) for a, b in pairs)
+    counted = count_changed([a for a, _ in pairs], [b for _, b in pairs])
+    assert counted.dtype == torch.int64 and counted.ndim == 0 and int(counted) == expected
+    assert expected == 2 * (int((now != before).sum())) + 2 and int((now != before).sum()) >= 321

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from sparse_lab.sparsity import count_nonzero
+from sparse_lab.sparsity import count_changed, count_nonzero
 
 
 class UpdateStats(Callback):
@@ -73,7 +73,7 @@ class UpdateStats(Callback):
         self._nonzero += nonzero
         changed = None
         if self._track_step:
-            changed = count_nonzero(torch._foreach_sub([p.detach() for p in self.params], self._before)).sum().double()
+            changed = count_changed([p.detach() for p in self.params], self._before).double()
             self._changed += changed
             self._changed_steps += 1
         self._steps += 1

@@ -17,6 +17,7 @@ Imports torch and numpy (and numba, on the first compiled walk or kernel), and
 from sparse_lab.sparsity import scores
 from sparse_lab.sparsity.masks import (
     MaskSet,
+    count_changed,
     count_nonzero,
     layer_name,
     mask_gradients,
@@ -43,6 +44,7 @@ __all__ = [
     "OneShotAtStepSchedule",
     "RandomWalkMask",
     "RowSparseLinear",
+    "count_changed",
     "count_nonzero",
     "edge_masks",
     "keep_above_percentile",

@@ -50,6 +50,24 @@ def count_nonzero(tensors: Sequence[Tensor]) -> Tensor:
     return torch.stack([t.count_nonzero() for t in tensors])
 
 
+def count_changed(now: Sequence[Tensor], before: Sequence[Tensor]) -> Tensor:
+    """Entries where ``now[i]`` differs from ``before[i]``, summed over all pairs (a 0-d int64 tensor
+    on their device): counted in one pass by the numba kernel for large CPU float tensors (a 4.6M
+    weight MLP's parameters: no 18 MB difference tensor to allocate and scan), by ``ne`` elsewhere."""
+    from sparse_lab.sparsity.kernels._load import DTYPES, import_or_none  # the kernels package imports this module
+
+    kernels = import_or_none("sparse_lab.sparsity.kernels._numba")
+    total, rest = 0, []
+    for a, b in zip(now, before, strict=True):
+        if (kernels is not None and a.device.type == "cpu" and a.numel() >= COMPILED_COUNT_FROM and a.dtype in DTYPES
+                and a.dtype == b.dtype and a.is_contiguous() and b.is_contiguous()):
+            total += int(kernels._count_changed(a.detach().view(-1).numpy(), b.detach().view(-1).numpy()))
+        else:
+            rest.append(torch.ne(a, b).sum())
+    counted = torch.tensor(total, dtype=torch.int64, device=now[0].device)
+    return counted + torch.stack(rest).sum() if rest else counted
+
+
 def _count_on_cpu(tensor: Tensor) -> int:
     from sparse_lab.sparsity.kernels._load import DTYPES, import_or_none  # the kernels package imports this module
 

@@ -54,6 +54,16 @@ def _count_nonzero(flat: np.ndarray) -> int:
     return n
 
 
+@njit(cache=True, nogil=True, boundscheck=False)
+def _count_changed(now: np.ndarray, before: np.ndarray) -> int:
+    """Entries where ``now`` and ``before`` differ (``!=``: NaN differs from itself, -0.0 equals 0.0),
+    in one pass, without the difference tensor a subtraction would allocate."""
+    n = 0
+    for i in range(now.shape[0]):
+        n += now[i] != before[i]
+    return n
+
+
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=FAST)
 def _csr_matmul(
     indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, positions: np.ndarray, dense_t: np.ndarray,
