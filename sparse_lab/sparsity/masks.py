@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -54,13 +55,10 @@ def count_changed(now: Sequence[Tensor], before: Sequence[Tensor]) -> Tensor:
     """Entries where ``now[i]`` differs from ``before[i]``, summed over all pairs (a 0-d int64 tensor
     on their device): counted in one pass by the numba kernel for large CPU float tensors (a 4.6M
     weight MLP's parameters: no 18 MB difference tensor to allocate and scan), by ``ne`` elsewhere."""
-    from sparse_lab.sparsity.kernels._load import DTYPES, import_or_none  # the kernels package imports this module
-
-    kernels = import_or_none("sparse_lab.sparsity.kernels._numba")
     total, rest = 0, []
     for a, b in zip(now, before, strict=True):
-        if (kernels is not None and a.device.type == "cpu" and a.numel() >= COMPILED_COUNT_FROM and a.dtype in DTYPES
-                and a.dtype == b.dtype and a.is_contiguous() and b.is_contiguous()):
+        kernels = _counting_kernels(a, b)
+        if kernels is not None:
             total += int(kernels._count_changed(a.detach().view(-1).numpy(), b.detach().view(-1).numpy()))
         else:
             rest.append(torch.ne(a, b).sum())
@@ -69,13 +67,21 @@ def count_changed(now: Sequence[Tensor], before: Sequence[Tensor]) -> Tensor:
 
 
 def _count_on_cpu(tensor: Tensor) -> int:
-    from sparse_lab.sparsity.kernels._load import DTYPES, import_or_none  # the kernels package imports this module
-
-    if tensor.numel() >= COMPILED_COUNT_FROM and tensor.dtype in DTYPES and tensor.is_contiguous():
-        kernels = import_or_none("sparse_lab.sparsity.kernels._numba")
-        if kernels is not None:
-            return int(kernels._count_nonzero(tensor.detach().view(-1).numpy()))
+    kernels = _counting_kernels(tensor)
+    if kernels is not None:
+        return int(kernels._count_nonzero(tensor.detach().view(-1).numpy()))
     return int(tensor.count_nonzero())
+
+
+def _counting_kernels(*tensors: Tensor) -> ModuleType | None:
+    """The numba kernels where they count ``tensors`` (contiguous, at least
+    :data:`COMPILED_COUNT_FROM` entries, and what :func:`~sparse_lab.sparsity.kernels._load.on_cpu`
+    accepts), else None."""
+    if tensors[0].numel() < COMPILED_COUNT_FROM or not all(t.is_contiguous() for t in tensors):
+        return None
+    from sparse_lab.sparsity.kernels._load import compiled, on_cpu  # the kernels package imports this module
+
+    return compiled() if on_cpu(tensors) else None
 
 
 def mask_optimizer_state(optimizer: torch.optim.Optimizer, params: Sequence[Tensor], masks: Sequence[Tensor]) -> None:
