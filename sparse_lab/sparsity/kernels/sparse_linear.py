@@ -15,8 +15,8 @@ from sparse_lab.sparsity.kernels._load import DTYPES, available, compiled
 
 # Densities above which the dense kernels are faster, as measured by benchmarks/sparse_speed.py
 # ("crossover", a 300x784 layer, 1 torch thread; the figures are in docs/speed.md): from batch 16 on
-# (a full tile of 16 samples in vector registers) sparse forwards were faster up to density 0.3 and
-# training steps up to 0.3 to 0.5, by 1.3x or more at 0.2; below 16 samples the kernels run one
+# (a full tile of 16 samples in vector registers) sparse forwards were faster up to density 0.2 to
+# 0.3 and training steps up to 0.2 to 0.5 (two runs), by 1.17x or more at 0.2; below 16 samples the kernels run one
 # sample at a time and lost from 2% density on (batch 8), and at batch 1 at every density measured,
 # so small batches take the dense kernels (the fused SparseChain has its own limits).
 DENSE_ABOVE = 0.2
