@@ -62,6 +62,7 @@ RULES: list[tuple[str, Check, str]] = [
     ("sparsity", _fraction, "a number in [0, 1)"),
     ("rw_backward", _choice("dense", "rows", "edges"), "one of: dense, rows, edges"),
     ("mask.shuffle", lambda v: v in (None, "layer"), "null or layer"),
+    ("mask.reinit", lambda v: isinstance(v, bool), "true or false"),
     ("target_acc", lambda v: v is None or is_number(v, 0, 1, open_low=True), "null or an accuracy in (0, 1]"),
     ("resume", lambda v: v is None or isinstance(v, str), "a run dir or a .ckpt path"),
     ("flush_denormal", lambda v: isinstance(v, bool), "true or false"),

@@ -47,6 +47,7 @@ MALFORMED: list[tuple[list[str], str]] = [
     (["sparsity=1.0"], "sparsity"),
     (["sparsity=nan"], "sparsity"),
     (["method=progressive", "sparsity=-0.5"], "sparsity"),
+    (["method=snip", "mask.reinit=maybe"], "mask.reinit"),
     (["target_acc=1.5"], "target_acc"),
     (["target_acc=inf"], "target_acc"),
     (["data.val_size=-1"], "data.val_size"),

@@ -161,6 +161,32 @@ def test_layer_shuffle_control_keeps_each_layers_count_at_new_positions_with_the
     assert (shuf["state_dict"]["model.net.5.weight"][~b["net.5.weight"]] == 0).all()
 
 
+def test_reinit_trains_a_fresh_draw_of_the_weights_under_the_mask_scored_on_the_first(tmp_path: Path) -> None:
+    from sparse_lab.models import MLP
+    from sparse_lab.models.reinit import seeded
+    from sparse_lab.callbacks.pruner import REINIT_SEED_OFFSET
+
+    overrides = ["method=snip", *AT_INIT, "model.init=variance_scaling", "callbacks.checkpoint.save_top_k=0",
+                 "+trainer.max_steps=1", "lr=1e-12"]
+    for run in ("plain", "reinit", "again"):
+        train(make_cfg(tmp_path / run, *overrides, *([] if run == "plain" else ["mask.reinit=true"])))
+    load = lambda run: torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)  # noqa: E731
+    plain, fresh, again = load("plain"), load("reinit"), load("again")
+    masks = fresh["callbacks"]["Pruner"]["masks"]
+    assert all(torch.equal(masks[n], m) for n, m in plain["callbacks"]["Pruner"]["masks"].items())  # scored on the same init
+    net = MLP((1, 28, 28), 10, hidden=[300, 100], init="variance_scaling")
+    with seeded(0 + REINIT_SEED_OFFSET):  # seed=0
+        net.reset_parameters()
+    expected = net.state_dict()
+    for name, mask in masks.items():
+        w, w0 = fresh["state_dict"][f"model.{name}"], plain["state_dict"][f"model.{name}"]
+        assert (w[~mask] == 0).all() and int((w != 0).sum()) == int(mask.sum())
+        assert torch.allclose(w[mask], expected[name][mask], atol=1e-6)  # the fresh draw (lr 1e-12: one step moves nothing)
+        assert not torch.allclose(w[mask], w0[mask])
+        assert torch.equal(w, again["state_dict"][f"model.{name}"])
+    assert all((fresh["state_dict"][f"model.net.{i}.bias"].abs() < 1e-6).all() for i in (1, 3, 5))  # this init's zero biases
+
+
 def test_lottery_final_sparsity_and_the_shuffle_control(tmp_path: Path) -> None:
     train(make_cfg(tmp_path, "method=lottery", "model.hidden=[8,4]", "epochs=1", "data.val_size=0", "target_acc=null",
                    "method.protocol.rounds=3", "method.protocol.round_epoch_cap=1", "method.protocol.final_sparsity=0.75",

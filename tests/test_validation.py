@@ -172,6 +172,7 @@ BAD_CONSTRUCTIONS = [
      "method.callbacks.pruner.scope='net' is invalid: it must be one of: global, layer, uniform, er, erk"),
     (lambda: Pruner(LinearEpochSchedule(0.5, 2), rounds=0), "method.callbacks.pruner.rounds=0 is invalid: it must be an integer >= 1"),
     (lambda: Pruner(LinearEpochSchedule(0.5, 2), shuffle="global"), "mask.shuffle='global' is invalid: it must be one of: null, layer"),
+    (lambda: Pruner(LinearEpochSchedule(0.5, 2), reinit=1), "mask.reinit=1 is invalid: it must be true or false"),
     (lambda: RandomWalkGradientMask(_sampler(), backward="sideways"),
      "rw_backward='sideways' is invalid: it must be one of: dense, rows, edges"),
     (lambda: TimedProgressBar(refresh_interval_s=float("inf")), "callbacks.progress_bar.refresh_interval_s=inf is invalid"),

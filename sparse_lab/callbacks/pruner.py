@@ -11,10 +11,12 @@ import torch
 
 from sparse_lab.callbacks.masking import MaskEnforcer
 from sparse_lab.checks import is_int, one_of, require
+from sparse_lab.models.reinit import reinitialize, seeded
 from sparse_lab.sparsity import MaskSet, scores
 from sparse_lab.sparsity.select import SCOPES, select, shuffle_within_layers
 
 Score = Callable[..., dict]
+REINIT_SEED_OFFSET = 1  # the fresh draw of reinit=True: another stream than the run's seed drew the first init from
 
 
 class Pruner(MaskEnforcer):
@@ -24,8 +26,11 @@ class Pruner(MaskEnforcer):
     layer-wise distribution (``"er"``, ``"erk"``); in ``rounds`` exponential steps, scoring again
     after each (SynFlow). Masks only shrink. ``shuffle="layer"``: after pruning, each layer's mask
     is permuted at random (seeded by ``seed``), keeping its count, and the kept weights take the
-    values they had before pruning (the layer-shuffle control of pruning at initialization). Everything :class:`MaskEnforcer`
-    does besides: masks enforced around every optimizer step, saved in the checkpoint, logged.
+    values they had before pruning (the layer-shuffle control of pruning at initialization).
+    ``reinit=True``: after pruning, the model's parameters are drawn afresh with its own init
+    (seeded by ``seed``) and the masks applied to them: the mask is scored on one draw and trained
+    on another, as SNIP's reference code does (and the random-reinit control of a mask found at
+    initialization). Everything :class:`MaskEnforcer` does besides: masks enforced around every optimizer step, saved in the checkpoint, logged.
 
     Resume: the masks travel in this callback's checkpoint state; the schedule is a function of
     epoch and step, and pruning again to the level in force changes nothing. The state also records
@@ -43,16 +48,18 @@ class Pruner(MaskEnforcer):
         rounds: int = 1,
         shuffle: str | None = None,
         seed: int = 0,
+        reinit: bool = False,
     ) -> None:
         one_of("method.callbacks.pruner.scope", scope, SCOPES)
         require(is_int(rounds, 1), "method.callbacks.pruner.rounds", rounds, "an integer >= 1")
         one_of("mask.shuffle", shuffle, (None, "layer"))
+        require(isinstance(reinit, bool), "mask.reinit", reinit, "true or false")
         super().__init__(masks, include, exclude)
         self.schedule = schedule
         self.score = score
         self.scope = scope
         self.rounds = rounds
-        self.shuffle, self.seed = shuffle, seed
+        self.shuffle, self.seed, self.reinit = shuffle, seed, reinit
         self.prune_time_s = 0.0  # wall time spent scoring and selecting this epoch (logged as pruning/time_s)
         self.level = 0.0  # the sparsity last pruned to
         self.step: int | None = None  # the global step it was pruned at
@@ -78,6 +85,10 @@ class Pruner(MaskEnforcer):
             generator = torch.Generator().manual_seed(self.seed)
             self.masks.update(shuffle_within_layers(self.masks.masks, generator))
             self.masks.assign({n: w * self.masks.masks[n] for n, w in before.items()})
+        if self.reinit:
+            with seeded(self.seed + REINIT_SEED_OFFSET):
+                reinitialize(self.masks.model)
+            self.masks.apply()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not getattr(self.schedule, "by_step", False):

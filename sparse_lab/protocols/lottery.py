@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from sparse_lab import run_record
 from sparse_lab.atomic import atomic_torch_save, atomic_write_text
 from sparse_lab.callbacks.masking import MaskEnforcer, inner_model
 from sparse_lab.errors import ConfigError
+from sparse_lab.models.reinit import reinitialize, seeded
 from sparse_lab.protocols.base import Protocol, TrainerFactory
 from sparse_lab.protocols.train import fit_and_test
 from sparse_lab.report.figures import lottery_figures
@@ -70,19 +69,6 @@ def _write_json(obj: Any, path: Path) -> None:
 _write_run_record = rank_zero_only(run_record.write_run)  # global rank 0 only
 
 
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Inside the block, the global RNGs draw as after ``torch.manual_seed(seed)``; after it they are
-    back where they were (the CPU generator, and the CUDA devices' when CUDA is initialized)."""
-    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
-        if cuda:
-            torch.manual_seed(seed)
-        else:  # torch.manual_seed would queue a CUDA seeding that outlives the block
-            torch.default_generator.manual_seed(seed)
-        yield
-
-
 @dataclass
 class _Job:
     """What every fit of one lottery run shares."""
@@ -93,17 +79,6 @@ class _Job:
     out_dir: Path
     model: nn.Module
     masks: MaskSet
-
-
-def reinitialize(model: nn.Module) -> None:
-    """Draw ``model``'s parameters afresh: with its own ``reset_parameters`` (its init scheme) when it
-    has one, else with each submodule's."""
-    if callable(getattr(model, "reset_parameters", None)):
-        model.reset_parameters()
-        return
-    for m in model.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
 
 
 class LotteryTicket(Protocol):
