@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,19 @@ def test_the_maskset_skips_masking_the_gradients_that_the_sparse_layers_left_mas
     masks.keep_dense_grads = False
     step(sync=True)
     assert multiplied == []
+
+
+def test_the_kernels_load_before_the_first_training_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sparse_lab.callbacks import sparse_kernels
+
+    prepared: list[torch.dtype] = []
+    monkeypatch.setattr(sparse_kernels, "prepare", lambda dtype: prepared.append(dtype))
+    train(make_cfg(tmp_path / "on", *SMALL, "method=snip", "sparse_kernels=true"))
+    train(make_cfg(tmp_path / "off", *SMALL, "method=snip", "sparse_kernels=false"))
+    assert prepared == [torch.float32]  # once, in the fit's setup, and only with the flag
+    # in a fresh process: one step of a tiny float64 layer leaves the kernels such a layer trains on loaded
+    script = ("import torch; from sparse_lab.sparsity.kernels import sparse_linear as s; s.prepare(torch.float64); "
+              "print(*[len([g for g in getattr(s.compiled(), n).signatures if 'float64' in str(g)]) "
+              "for n in ('_csr_matmul', '_csr_dots', '_transpose')])")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert all(int(n) >= 1 for n in out) and len(out) == 3, out

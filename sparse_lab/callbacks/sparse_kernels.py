@@ -9,6 +9,7 @@ from torch.utils.hooks import RemovableHandle
 from sparse_lab.callbacks.masking import MaskEnforcer, inner_model
 from sparse_lab.checks import is_number, require
 from sparse_lab.sparsity.kernels import MaskedLinearKernels
+from sparse_lab.sparsity.kernels.sparse_linear import prepare
 
 
 class SparseKernels(Callback):
@@ -37,6 +38,8 @@ class SparseKernels(Callback):
         if self.enabled and enforcers and self._hook is None:
             self._enforcer = enforcers[0]
             self._hook = inner_model(pl_module).register_forward_pre_hook(self._sync)
+            if stage == "fit" and trainer.strategy.root_device.type == "cpu":  # the kernels' first load, not in the first step
+                prepare(next(inner_model(pl_module).parameters()).dtype)
 
     def _sync(self, *_: object) -> None:
         if self.kernels is None:  # the enforcer makes its MaskSet in its own setup

@@ -159,6 +159,19 @@ class SparseLinear(nn.Linear):
         return f"in_features={self.in_features}, out_features={self.out_features}, density={self.density:.4f}"
 
 
+def prepare(dtype: torch.dtype = torch.float32) -> None:
+    """Load (or compile) the kernels a :class:`SparseLinear` of ``dtype`` trains on, with one step of a
+    tiny layer, so that the first training step does not pay for it (about half a second here)."""
+    if not available() or dtype not in DTYPES:
+        return
+    generator = torch.Generator().manual_seed(0)
+    layer = SparseLinear(torch.randn(SMALL_BATCH, SMALL_BATCH, dtype=dtype, generator=generator),
+                         torch.rand(SMALL_BATCH, SMALL_BATCH, generator=generator) < 0.5,
+                         torch.zeros(SMALL_BATCH, dtype=dtype), dense_above=1.0)
+    x = torch.randn(SMALL_BATCH, SMALL_BATCH, dtype=dtype, generator=generator, requires_grad=True)
+    layer(layer(x)).sum().backward()
+
+
 def transposed(x: Tensor) -> Tensor:
     """A contiguous copy of the 2-D CPU tensor's transpose, made by the compiled kernel (blocks of
     16 x 16 transposed in registers: a 128 x 784 batch in about a tenth of numpy's or torch's
