@@ -421,6 +421,23 @@ def _sparse_kernels(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def _mask_controls(cfg: DictConfig) -> list[str]:
+    """``mask.shuffle`` and ``mask.reinit`` only where the method's callbacks use them (pruning at
+    initialization), so that a control asked for is never silently left out."""
+    callbacks = OmegaConf.select(cfg, "method.callbacks") or {}
+    problems = []
+    for key, value, off in (("shuffle", OmegaConf.select(cfg, "mask.shuffle"), None),
+                            ("reinit", OmegaConf.select(cfg, "mask.reinit"), False)):
+        if value == off or value is None:
+            continue
+        if not any(isinstance(node, DictConfig) and key in node for node in callbacks.values()):
+            shown = str(value).lower() if isinstance(value, bool) else value
+            problems.append(f"mask.{key}={shown} applies to pruning at initialization (method=snip, grasp, synflow, "
+                            "random, prune_at_init), which this method is not; a lottery's control is "
+                            "method.protocol.control=shuffle or reinit")
+    return problems
+
+
 def _model_args(cfg: DictConfig) -> list[str]:
     """The constructor arguments a method adds to the model (``method.model_args``) exist on the model."""
     import inspect
@@ -461,6 +478,7 @@ def validate(cfg: DictConfig) -> None:
     problems += _compatibility(cfg)
     problems += _gradient_options(cfg)
     problems += _sparse_kernels(cfg)
+    problems += _mask_controls(cfg)
     problems += _model_args(cfg)
     problems += _protocol(cfg)
     problems += _hardware(cfg)

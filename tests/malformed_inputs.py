@@ -48,6 +48,8 @@ MALFORMED: list[tuple[list[str], str]] = [
     (["sparsity=nan"], "sparsity"),
     (["method=progressive", "sparsity=-0.5"], "sparsity"),
     (["method=snip", "mask.reinit=maybe"], "mask.reinit"),
+    (["method=progressive", "mask.reinit=true"], "mask.reinit"),  # no pruning at initialization to reinit after
+    (["method=lottery", "mask.shuffle=layer"], "mask.shuffle"),  # the lottery's control is method.protocol.control
     (["target_acc=1.5"], "target_acc"),
     (["target_acc=inf"], "target_acc"),
     (["data.val_size=-1"], "data.val_size"),
