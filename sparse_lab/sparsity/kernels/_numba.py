@@ -22,7 +22,8 @@ def _edge_grads(grad_out: np.ndarray, inputs: np.ndarray, rows: np.ndarray, cols
     into zeroed ``bias_grad`` (out, or empty: no bias): the visited rows' batch sums of ``grad_out``.
     Batch-major operands ``(batch, features)``, C-contiguous: both are transposed in registers to
     feature-major first, so that each dot product runs over contiguous memory (a torch transpose
-    copy costs several times more). Duplicate edges write the same value twice."""
+    copy costs several times more). Duplicate edges write the same value twice; each visited row's
+    bias sum is taken once."""
     batch = grad_out.shape[0]
     delta_t = np.empty((grad_out.shape[1], batch), grad_out.dtype)
     inputs_t = np.empty((inputs.shape[1], batch), inputs.dtype)
@@ -30,6 +31,7 @@ def _edge_grads(grad_out: np.ndarray, inputs: np.ndarray, rows: np.ndarray, cols
     _transpose(inputs, inputs_t)
     vectors = batch // LANES
     with_bias = bias_grad.shape[0] > 0
+    summed = np.zeros(bias_grad.shape[0], np.bool_)  # rows whose bias gradient is in: a row recurs on many edges
     for p in range(rows.shape[0]):
         r = rows[p]
         c = cols[p]
@@ -37,11 +39,12 @@ def _edge_grads(grad_out: np.ndarray, inputs: np.ndarray, rows: np.ndarray, cols
         for b in range(vectors * LANES, batch):
             s += delta_t[r, b] * inputs_t[c, b]
         grad[r, c] = s
-        if with_bias:
+        if with_bias and not summed[r]:
             t = 0.0
             for b in range(batch):
                 t += delta_t[r, b]
             bias_grad[r] = t
+            summed[r] = True
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
