@@ -426,9 +426,9 @@ def _mask_controls(cfg: DictConfig) -> list[str]:
     initialization), so that a control asked for is never silently left out."""
     callbacks = OmegaConf.select(cfg, "method.callbacks") or {}
     problems = []
-    for key, value, off in (("shuffle", OmegaConf.select(cfg, "mask.shuffle"), None),
-                            ("reinit", OmegaConf.select(cfg, "mask.reinit"), False)):
-        if value == off or value is None:
+    for key in ("shuffle", "reinit"):
+        value = OmegaConf.select(cfg, f"mask.{key}")
+        if value is None or value is False:  # off
             continue
         if not any(isinstance(node, DictConfig) and key in node for node in callbacks.values()):
             shown = str(value).lower() if isinstance(value, bool) else value
