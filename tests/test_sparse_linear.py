@@ -150,6 +150,41 @@ def test_weights_changed_by_fused_adam_reach_forward_and_backward() -> None:
     assert torch.allclose(y, expected, atol=1e-5) and torch.allclose(x.grad, reference.grad, atol=1e-5)
 
 
+def test_forward_follows_weights_whose_storage_is_replaced() -> None:
+    """The layer keeps numpy views of its weight and bias between calls: values written in place,
+    a new storage (``param.data = ...``, a load, ``.double()``) and a non-contiguous weight must all
+    reach the kernels."""
+    weight, mask, bias = masked_case(20, 30, 0.1)
+    layer = SparseLinear(weight, mask, bias, dense_above=1.0)
+    x = torch.randn(16, 30)
+
+    def check() -> None:
+        with torch.no_grad():
+            got = layer(x.to(layer.weight.dtype))
+            expected = nn.functional.linear(x.to(layer.weight.dtype), layer.weight * layer.mask, layer.bias)
+        assert torch.allclose(got, expected, atol=1e-5)
+
+    check()
+    with torch.no_grad():
+        layer.weight.mul_(3.0)
+        layer.bias.add_(1.0)
+    check()
+    old = layer.weight.data
+    layer.weight.data = torch.randn(20, 30) * mask  # a new storage while the old one is still alive
+    layer.bias.data = torch.randn(20)
+    assert layer.weight.data_ptr() != old.data_ptr()
+    check()
+    layer.load_state_dict({"weight": torch.randn(20, 30) * mask, "bias": torch.zeros(20)})
+    check()
+    layer.double()
+    check()
+    layer.weight.data = (torch.randn(30, 20, dtype=torch.float64) * mask.t()).t()  # not contiguous
+    check()
+    with torch.no_grad():
+        layer.weight.mul_(-1.0)
+    check()
+
+
 @pytest.mark.parametrize("batch", [1, 2, 7, 8, 40])
 def test_fused_chain_skips_background_inputs_and_still_equals_the_masked_mlp(batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Inputs mostly at a per-feature background value (black pixels after normalization), an empty

@@ -29,10 +29,17 @@ def csr_matmul(
 ) -> Tensor:
     """``A @ dense_t`` (plus ``bias`` on each row) for the CSR matrix ``A`` (``rows`` x k) whose
     entry ``k`` is ``weight.view(-1)[positions[k]]``, and a contiguous ``(k, batch)`` tensor."""
-    out_t = torch.empty(rows, dense_t.shape[1], dtype=dense_t.dtype)
-    flat = weight.detach().reshape(-1).numpy()
     bias_values = bias.detach().numpy() if bias is not None else _NO_BIAS[dense_t.dtype]
-    compiled()._csr_matmul(indptr.numpy(), indices.numpy(), flat, positions.numpy(), dense_t.numpy(), bias_values, out_t.numpy())
+    return _csr_matmul((indptr.numpy(), indices.numpy(), positions.numpy()), weight.detach().reshape(-1).numpy(),
+                       dense_t, rows, bias_values)
+
+
+def _csr_matmul(structure: tuple[np.ndarray, ...], flat: np.ndarray, dense_t: Tensor, rows: int, bias: np.ndarray) -> Tensor:
+    """:func:`csr_matmul` over numpy views: ``structure`` = (indptr, indices, positions), ``flat``
+    the weight's values, ``bias`` empty for none."""
+    out_t = torch.empty(rows, dense_t.shape[1], dtype=dense_t.dtype)
+    indptr, indices, positions = structure
+    compiled()._csr_matmul(indptr, indices, flat, positions, dense_t.numpy(), bias, out_t.numpy())
     return out_t
 
 
@@ -54,11 +61,13 @@ class _SparseLinearFn(torch.autograd.Function):
         go_t = transposed(grad_out)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = csr_matmul(layer.csc_indptr, layer.csc_indices, weight, layer.csc_positions, go_t, layer.in_features).t()
+            grad_x = _csr_matmul(layer._csc, layer._numpy_view("weight", weight), go_t, layer.in_features,
+                                 _NO_BIAS[go_t.dtype]).t()
         grad_w = None
         if ctx.needs_input_grad[1]:
             grad_w = torch.zeros_like(weight)
-            compiled()._csr_dots(layer.csr_indptr.numpy(), layer.csr_indices.numpy(), go_t.numpy(), x_t.numpy(), grad_w.numpy())
+            indptr, indices, _ = layer._csr
+            compiled()._csr_dots(indptr, indices, go_t.numpy(), x_t.numpy(), grad_w.numpy())
         grad_b = grad_out.sum(0) if ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b, None
 
@@ -96,6 +105,7 @@ class SparseLinear(nn.Linear):
         self.bias = bias if isinstance(bias, nn.Parameter) or bias is None else nn.Parameter(bias.detach().clone())
         self.dense_above = dense_above
         self.dense_weight_grad = False
+        self._views: dict[str, tuple[int, np.ndarray]] = {}
         self.register_buffer("mask", torch.empty(0, dtype=torch.bool), persistent=False)
         self.set_mask(mask)
         with torch.no_grad():
@@ -122,6 +132,21 @@ class SparseLinear(nn.Linear):
         self.csc_indptr = row_pointers(cols_t, self.in_features)
         self.csc_indices = rows_t.contiguous()
         self.csc_positions = rows_t * self.in_features + cols_t
+        # numpy views of the same arrays, made once: converting on each call cost about 1 us an array
+        self._csr = (self.csr_indptr.numpy(), self.csr_indices.numpy(), self.csr_positions.numpy())
+        self._csc = (self.csc_indptr.numpy(), self.csc_indices.numpy(), self.csc_positions.numpy())
+
+    def _numpy_view(self, name: str, tensor: Tensor) -> np.ndarray:
+        """``tensor``'s values as a flat numpy array over its memory, made once per storage (``name``:
+        weight or bias). The cached view keeps the storage it maps alive, so a storage that replaces
+        it (``.to()``, ``.double()``) cannot have its address: a new address means a new view."""
+        if not tensor.is_contiguous():  # reshape would copy: a cached copy would go stale
+            return tensor.detach().reshape(-1).numpy()
+        cached = self._views.get(name)
+        if cached is None or cached[0] != tensor.data_ptr() or cached[1].size != tensor.numel():
+            cached = (tensor.data_ptr(), tensor.detach().reshape(-1).numpy())
+            self._views[name] = cached
+        return cached[1]
 
     def density_limit(self, batch: int) -> float:
         """The density up to which a batch of ``batch`` samples runs on the sparse kernels."""
@@ -147,7 +172,8 @@ class SparseLinear(nn.Linear):
         return self._sparse_forward(transposed(x), self.weight, self.bias)
 
     def _sparse_forward(self, x_t: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        return csr_matmul(self.csr_indptr, self.csr_indices, weight, self.csr_positions, x_t, self.out_features, bias).t()
+        bias_values = self._numpy_view("bias", bias) if bias is not None else _NO_BIAS[x_t.dtype]
+        return _csr_matmul(self._csr, self._numpy_view("weight", weight), x_t, self.out_features, bias_values).t()
 
     def reset_parameters(self) -> None:
         """Draw the weights and bias afresh as ``nn.Linear`` does, then zero the weights outside the mask."""
